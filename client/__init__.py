@@ -1,0 +1,1 @@
+"""imgsim's command-line client: a thin layer of argument parsing and printing over the library."""

@@ -1,0 +1,172 @@
+"""`similarity_analysis` and `rebuild-index`: parse arguments, call the library, print tables."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from index.config import Settings, get_settings
+from index.errors import ImgsimError
+from index.models import Prediction
+
+DESCRIPTION = """Rank every image of a folder by similarity to a reference image.
+
+The folder is ingested into a persistent index first (only content the index has not seen is embedded),
+then each image is scored against the reference.
+
+example:
+  python similarity_analysis.py --images_folder images --ref_image cat.png --top_k 5
+  python similarity_analysis.py --api_url http://127.0.0.1:8080   # the same, through a running API
+"""
+
+REBUILD_DESCRIPTION = """Rebuild the vector index (FAISS file) from the SQLite store.
+
+With --model or --reembed, every embedding is first recomputed from the kept image bytes.
+
+example:
+  rebuild-index --data_dir data
+  rebuild-index --data_dir data --model efficientnet_lite2 --reembed
+"""
+
+
+@dataclass(frozen=True)
+class RankedImage:
+    """One row of the printed ranking."""
+
+    file: str
+    score: float
+    predictions: list[Prediction]
+
+
+@dataclass(frozen=True)
+class RankReport:
+    reference: str
+    metric: str
+    rows: list[RankedImage]
+    added: int
+    existing: int
+    skipped: list[tuple[str, str]]  # (file, why)
+    seconds: float
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="similarity_analysis", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--images_folder", default="images", help="folder of images to index and rank (default: images)")
+    p.add_argument("--ref_image", default="cat.png", help="reference image, a file in the folder (default: cat.png)")
+    p.add_argument("--top_k", type=int, default=10, help="rows to print; 0 prints every image (default: 10)")
+    p.add_argument("--metric", choices=["cosine", "euclidean", "dot"], default="cosine", help="(default: cosine)")
+    p.add_argument("--data_dir", default=None, help="index location (default: $IMGSIM_DATA_DIR or data)")
+    p.add_argument("--model", default=None, help="model name (default: $IMGSIM_MODEL or efficientnet_lite0)")
+    p.add_argument("--api_url", default=None, help="use a running imgsim API instead of the local index")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
+    return p
+
+
+def build_rebuild_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rebuild-index", description=REBUILD_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--data_dir", default=None, help="index location (default: $IMGSIM_DATA_DIR or data)")
+    p.add_argument("--model", default=None, help="switch to this model (implies --reembed when it differs)")
+    p.add_argument("--embedding", default=None, help="switch to this embedding definition (mean, gem, gem+logits)")
+    p.add_argument("--reembed", action="store_true", help="recompute every embedding from the kept images")
+    p.add_argument("--index_kind", choices=["auto", "flat", "hnsw"], default=None, help="vector index type")
+    return p
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        key: value
+        for key, value in {
+            "data_dir": getattr(args, "data_dir", None),
+            "model": getattr(args, "model", None),
+            "embedding": getattr(args, "embedding", None),
+            "index_kind": getattr(args, "index_kind", None),
+        }.items()
+        if value is not None
+    }
+    # Validated like the environment, so a path given on the command line becomes a Path.
+    return Settings(**{**get_settings().model_dump(), **overrides})
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def format_table(report: RankReport) -> str:
+    """The ranking as an aligned text table."""
+    score_name = "distance" if report.metric == "euclidean" else "similarity"
+    header = ("rank", "file", score_name, "top predictions")
+    rows = [
+        (
+            str(n),
+            r.file,
+            f"{r.score:.4f}",
+            "; ".join(f"{p.label.split(',')[0]} {p.score:.0%}" for p in r.predictions[:2]),
+        )
+        for n, r in enumerate(report.rows, start=1)
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines = [f"Reference: {report.reference}   metric: {report.metric}"]
+    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    lines.append("  ".join("-" * w for w in widths))
+    lines.extend("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `similarity_analysis`."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.top_k < 0:
+        return _fail("--top_k must be 0 (all) or a positive number")
+    folder, ref = Path(args.images_folder), Path(args.ref_image)
+    try:
+        if args.api_url:
+            from client.remote import rank_folder_remote
+
+            report = rank_folder_remote(args.api_url, folder, ref, args.metric, show_progress=not args.quiet)
+        else:
+            from client.local import rank_folder_local
+
+            report = rank_folder_local(_settings(args), folder, ref, args.metric, show_progress=not args.quiet)
+    except ImgsimError as exc:
+        return _fail(str(exc))
+    for file, why in report.skipped:
+        print(f"skipped {file}: {why}", file=sys.stderr)
+    shown = report if args.top_k == 0 else RankReport(**{**report.__dict__, "rows": report.rows[: args.top_k]})
+    print(format_table(shown))
+    if not args.quiet:
+        print(
+            f"\n{len(report.rows) + 1} images ranked; {report.added} embedded, {report.existing} already indexed, "
+            f"{len(report.skipped)} skipped ({report.seconds:.1f} s)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def rebuild_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `rebuild-index`."""
+    args = build_rebuild_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from index.service import rebuild_index
+
+    settings = _settings(args)
+    started = time.perf_counter()
+    try:
+        report = rebuild_index(settings, reembed=args.reembed)
+    except ImgsimError as exc:
+        return _fail(str(exc))
+    print(
+        f"rebuilt {settings.data_dir}: {report.count} vectors ({report.index_type}, {report.model}); "
+        f"{report.reembedded} re-embedded, {report.failed} failed; {time.perf_counter() - started:.1f} s"
+    )
+    return 0

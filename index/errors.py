@@ -1,0 +1,43 @@
+"""Errors the library raises; the web layer and the CLI each map them to one response in one place."""
+
+from __future__ import annotations
+
+
+class ImgsimError(Exception):
+    """Base class of every error a caller is expected to handle."""
+
+
+class ImageDecodeError(ImgsimError):
+    """The bytes are not a readable image (empty, truncated, corrupt or not an image at all)."""
+
+
+class UnsupportedImageFormat(ImageDecodeError):
+    """The bytes are an image in a format this service does not accept."""
+
+
+class ImageTooLarge(ImgsimError):
+    """The image has more pixels than the configured limit."""
+
+
+class UnknownReference(ImgsimError):
+    """No stored image matches the given id, hash or name."""
+
+
+class AmbiguousReference(ImgsimError):
+    """A file name matches more than one stored image."""
+
+
+class ModelMismatch(ImgsimError):
+    """The index was built with another model or embedding definition than the one in use."""
+
+
+class UnknownModel(ImgsimError):
+    """The model name is not in the registry."""
+
+
+class WeightsNotFound(ImgsimError):
+    """A model's weights are not available locally (they are never downloaded)."""
+
+
+class InvalidArgument(ImgsimError):
+    """A search or listing argument is out of range (k, metric, page...)."""

@@ -1,0 +1,148 @@
+"""Decoding untrusted image bytes and turning them into the model's input crop."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from index.errors import ImageDecodeError, ImageTooLarge, UnsupportedImageFormat
+from index.models import Preprocessing
+
+ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
+CONTENT_TYPES = {
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+}
+_RESAMPLING = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+# Our own pixel limit is checked before decoding; Pillow's bomb check stays as a second line behind it.
+Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, 200_000_000)
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded image ready for the model, with what the store records about it."""
+
+    sha256: str
+    byte_size: int
+    width: int
+    height: int
+    format: str
+    crop: NDArray[np.uint8]  # (size, size, 3) RGB
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Open `data` lazily and check format and size from the header, before any pixel is decoded.
+
+    Raises:
+        ImageDecodeError: empty or not an image.
+        UnsupportedImageFormat: an image format outside ACCEPTED_FORMATS.
+        ImageTooLarge: width x height above `max_pixels`.
+    """
+    if not data:
+        raise ImageDecodeError("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError("not a recognised image") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageDecodeError(f"unreadable image: {exc}") from exc
+    if img.format not in ACCEPTED_FORMATS:
+        raise UnsupportedImageFormat(f"unsupported image format {img.format}")
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise ImageDecodeError("image has no pixels")
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+    return img
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any mode Pillow decodes (palette, alpha, CMYK, 16-bit, float) to 8-bit RGB, upright per EXIF."""
+    img = ImageOps.exif_transpose(img) or img
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16-bit and float greyscale: convert("L") would clip, so rescale the real range to 0..255.
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(scaled.round().astype(np.uint8), "L").convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def model_crop(img: Image.Image, pre: Preprocessing) -> NDArray[np.uint8]:
+    """Resize the shorter side to `pre.resize` and centre-crop `pre.input_size`, in one resampling step.
+
+    Equivalent to timm's eval transform (resize, then centre crop) but resamples only the cropped region.
+    """
+    size = pre.input_size
+    width, height = img.size
+    scale = pre.resize / min(width, height)
+    # The crop window in source pixels: `size` target pixels are `size / scale` source pixels.
+    crop_w, crop_h = min(width, size / scale), min(height, size / scale)
+    left, top = (width - crop_w) / 2, (height - crop_h) / 2
+    out = img.resize(
+        (size, size),
+        _RESAMPLING.get(pre.interpolation, Image.Resampling.BICUBIC),
+        box=(left, top, left + crop_w, top + crop_h),
+        reducing_gap=None,
+    )
+    return np.asarray(out, dtype=np.uint8)
+
+
+def decode_for_model(data: bytes, pre: Preprocessing, max_pixels: int, sha256: str | None = None) -> DecodedImage:
+    """Validate, decode and crop one image. JPEGs are decoded at a reduced scale when they are much larger.
+
+    Raises:
+        ImageDecodeError, UnsupportedImageFormat, ImageTooLarge: see `open_image`.
+    """
+    img = open_image(data, max_pixels)
+    fmt = str(img.format)
+    width, height = img.size
+    try:
+        if fmt in ("JPEG", "MPO"):
+            # DCT-domain downscaling: decode at 1/2, 1/4 or 1/8 scale while both sides stay >= the resize
+            # target, which costs a fraction of a full decode and barely changes the final crop.
+            img.draft("RGB", (pre.resize, pre.resize))
+        rgb = to_rgb(img)
+        crop = model_crop(rgb, pre)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(f"corrupt or truncated image: {exc}") from exc
+    return DecodedImage(
+        sha256=sha256 or sha256_hex(data),
+        byte_size=len(data),
+        width=width,
+        height=height,
+        format=fmt,
+        crop=crop,
+    )

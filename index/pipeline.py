@@ -1,0 +1,153 @@
+"""The ingest pipeline in stages: read and hash -> decode and crop -> embed in batches.
+
+Decoding runs in a small thread pool (Pillow releases the GIL while it decodes and resamples) a bounded
+window ahead of the forward pass, so the two overlap without holding more than a few batches in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from index.errors import ImageDecodeError, ImageTooLarge, ImgsimError
+from index.imaging import DecodedImage, decode_for_model, sha256_hex
+from index.models import Embedder, Prediction
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """One image to ingest: uploaded bytes, or a file read when the pipeline gets to it."""
+
+    name: str
+    path: str = ""
+    data: bytes | None = None
+
+    @classmethod
+    def from_path(cls, path: Path) -> ImageSource:
+        return cls(name=path.name, path=str(path.resolve()))
+
+
+@dataclass(frozen=True)
+class ReadImage:
+    """Bytes and content hash of a source, or why it could not be read."""
+
+    source: ImageSource
+    data: bytes
+    sha256: str
+    error: ImgsimError | None = None
+
+
+@dataclass(frozen=True)
+class EmbeddedImage:
+    source: ImageSource
+    decoded: DecodedImage
+    data: bytes
+    embedding: NDArray[np.float32]
+    predictions: list[Prediction]
+
+
+def default_workers() -> int:
+    return max(1, min(4, (os.cpu_count() or 1) - 1))
+
+
+def read_sources(sources: Sequence[ImageSource], workers: int) -> list[ReadImage]:
+    """Read (when needed) and hash every source; unreadable files become errors, not exceptions."""
+
+    def read(src: ImageSource) -> ReadImage:
+        if src.data is not None:
+            return ReadImage(src, src.data, sha256_hex(src.data))
+        try:
+            data = Path(src.path).read_bytes()
+        except OSError as exc:
+            return ReadImage(src, b"", "", ImageDecodeError(f"cannot read {src.path}: {exc.strerror}"))
+        return ReadImage(src, data, sha256_hex(data))
+
+    if len(sources) < 8 or workers <= 1:
+        return [read(s) for s in sources]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(read, sources))
+
+
+DecodeOutcome = DecodedImage | ImgsimError
+
+
+def decode_stream(
+    items: Iterable[ReadImage], embedder: Embedder, max_pixels: int, workers: int, window: int
+) -> Iterator[tuple[ReadImage, DecodeOutcome]]:
+    """Decode in a thread pool, yielding results in input order, at most `window` ahead of the consumer."""
+    pre = embedder.preprocessing
+
+    def decode(item: ReadImage) -> DecodeOutcome:
+        try:
+            return decode_for_model(item.data, pre, max_pixels, sha256=item.sha256)
+        except (ImageDecodeError, ImageTooLarge) as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending: deque[tuple[ReadImage, Future[DecodeOutcome]]] = deque()
+        for item in items:
+            pending.append((item, pool.submit(decode, item)))
+            if len(pending) >= window:
+                head, fut = pending.popleft()
+                yield head, fut.result()
+        while pending:
+            head, fut = pending.popleft()
+            yield head, fut.result()
+
+
+def embed_batches(
+    decoded: Iterable[tuple[ReadImage, DecodedImage]], embedder: Embedder, batch_size: int
+) -> Iterator[list[EmbeddedImage]]:
+    """Group decoded images into batches and run one forward pass per batch."""
+    batch: list[tuple[ReadImage, DecodedImage]] = []
+    for pair in decoded:
+        batch.append(pair)
+        if len(batch) == batch_size:
+            yield _embed(batch, embedder)
+            batch = []
+    if batch:
+        yield _embed(batch, embedder)
+
+
+def _embed(batch: list[tuple[ReadImage, DecodedImage]], embedder: Embedder) -> list[EmbeddedImage]:
+    crops = np.stack([d.crop for _, d in batch])
+    result = embedder.forward(crops)
+    return [
+        EmbeddedImage(r.source, d, r.data, vector, preds)
+        for (r, d), vector, preds in zip(batch, result.embeddings, result.predictions, strict=True)
+    ]
+
+
+def embed_read(
+    items: Sequence[ReadImage],
+    embedder: Embedder,
+    max_pixels: int,
+    batch_size: int,
+    workers: int,
+    on_error: Callable[[ReadImage, ImgsimError], None],
+) -> Iterator[list[EmbeddedImage]]:
+    """Decode and embed sources already read; failures go to `on_error` and the rest go on."""
+    ok: list[ReadImage] = []
+    for item in items:
+        if item.error is not None:
+            on_error(item, item.error)
+        else:
+            ok.append(item)
+    if not ok:
+        return  # nothing to decode: the model (and torch) is never loaded
+
+    def decoded() -> Iterator[tuple[ReadImage, DecodedImage]]:
+        for item, outcome in decode_stream(ok, embedder, max_pixels, workers, window=2 * batch_size):
+            if isinstance(outcome, ImgsimError):
+                on_error(item, outcome)
+            else:
+                yield item, outcome
+
+    yield from embed_batches(decoded(), embedder, batch_size)

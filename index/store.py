@@ -1,0 +1,391 @@
+"""The SQLite store: the source of truth for every image, its names, predictions and embedding."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+from index.models import Prediction
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ImageRow(Base):
+    """One row per unique image content."""
+
+    __tablename__ = "images"
+    # AUTOINCREMENT: a deleted id is never handed out again, so a stale vector can never alias a new image.
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    byte_size: Mapped[int]
+    width: Mapped[int]
+    height: Mapped[int]
+    format: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(128))
+    weights_hash: Mapped[str] = mapped_column(String(64))
+    predictions: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    names: Mapped[list[NameRow]] = relationship(
+        back_populates="image", cascade="all, delete-orphan", passive_deletes=True, order_by="NameRow.id"
+    )
+
+
+class NameRow(Base):
+    """A name (and source path, when ingested from disk) an image was seen under."""
+
+    __tablename__ = "image_names"
+    __table_args__ = (UniqueConstraint("image_id", "name", "path"), Index("ix_image_names_name", "name"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(512))
+    path: Mapped[str] = mapped_column(String(4096), default="")
+    image: Mapped[ImageRow] = relationship(back_populates="names")
+
+
+class LabelRow(Base):
+    """The top predicted classes of an image, for filtering searches by label."""
+
+    __tablename__ = "image_labels"
+    __table_args__ = (Index("ix_image_labels_class", "class_index"),)
+
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    class_index: Mapped[int] = mapped_column(primary_key=True)
+
+
+class MetaRow(Base):
+    """Key/value facts about the whole index: the model and embedding version it was built with."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(1024))
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """Everything needed to insert one image."""
+
+    sha256: str
+    byte_size: int
+    width: int
+    height: int
+    format: str
+    predictions: list[Prediction]
+    embedding: NDArray[np.float32]
+    name: str
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """A stored image as callers see it (no embedding)."""
+
+    id: int
+    sha256: str
+    names: list[str]
+    paths: list[str]
+    byte_size: int
+    width: int
+    height: int
+    format: str
+    model: str
+    predictions: list[Prediction]
+    created_at: datetime
+
+    @property
+    def filename(self) -> str:
+        return self.names[0] if self.names else ""
+
+
+def _predictions_to_json(preds: Sequence[Prediction]) -> list[dict[str, Any]]:
+    return [{"label": p.label, "class_index": p.class_index, "score": round(p.score, 6)} for p in preds]
+
+
+def _predictions_from_json(raw: list[dict[str, Any]]) -> list[Prediction]:
+    return [Prediction(str(p["label"]), int(p["class_index"]), float(p["score"])) for p in raw]
+
+
+def _info(row: ImageRow) -> ImageInfo:
+    return ImageInfo(
+        id=row.id,
+        sha256=row.sha256,
+        names=list(dict.fromkeys(n.name for n in row.names)),
+        paths=[n.path for n in row.names if n.path],
+        byte_size=row.byte_size,
+        width=row.width,
+        height=row.height,
+        format=row.format,
+        model=row.model,
+        predictions=_predictions_from_json(row.predictions),
+        created_at=row.created_at,
+    )
+
+
+class ImageStore:
+    """SQLite (WAL, busy timeout, foreign keys) through SQLAlchemy 2, plus content-addressed blobs on disk."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.blob_dir = data_dir / "blobs"
+        self.engine = self._engine(data_dir / "imgsim.sqlite3")
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @staticmethod
+    def _engine(path: Path) -> Engine:
+        engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- meta -------------------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        with self.session() as s:
+            row = s.get(MetaRow, key)
+            return row.value if row else None
+
+    def set_meta(self, values: dict[str, str]) -> None:
+        with self.session() as s:
+            for key, value in values.items():
+                s.merge(MetaRow(key=key, value=value))
+
+    # --- blobs ------------------------------------------------------------------------------------------
+
+    def blob_path(self, sha256: str) -> Path:
+        return self.blob_dir / sha256[:2] / sha256
+
+    def write_blob(self, sha256: str, data: bytes) -> None:
+        """Keep the original bytes, content-addressed, so everything can be re-embedded later."""
+        path = self.blob_path(sha256)
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{sha256}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def read_blob(self, sha256: str) -> bytes:
+        return self.blob_path(sha256).read_bytes()
+
+    # --- images -----------------------------------------------------------------------------------------
+
+    def count(self) -> int:
+        with self.session() as s:
+            return int(s.scalar(select(func.count(ImageRow.id))) or 0)
+
+    def ids(self) -> NDArray[np.int64]:
+        with self.session() as s:
+            return np.fromiter(s.scalars(select(ImageRow.id).order_by(ImageRow.id)), dtype=np.int64)
+
+    def ids_by_sha(self, hashes: Iterable[str]) -> dict[str, int]:
+        hashes = list(dict.fromkeys(hashes))
+        found: dict[str, int] = {}
+        with self.session() as s:
+            for start in range(0, len(hashes), 500):
+                chunk = hashes[start : start + 500]
+                query = select(ImageRow.sha256, ImageRow.id).where(ImageRow.sha256.in_(chunk))
+                found.update({sha: image_id for sha, image_id in s.execute(query).tuples()})
+        return found
+
+    def insert(self, images: Sequence[NewImage], model: str, weights_hash: str) -> dict[str, tuple[int, bool]]:
+        """Insert images in one transaction; content already present only gains the new name.
+
+        Returns sha256 -> (id, added) where `added` is False for content that was already stored.
+        """
+        now = datetime.now(UTC)
+        result: dict[str, tuple[int, bool]] = {}
+        with self.session() as s:
+            query = select(ImageRow.sha256, ImageRow.id).where(ImageRow.sha256.in_({i.sha256 for i in images}))
+            existing = {sha: image_id for sha, image_id in s.execute(query).tuples()}
+            for img in images:
+                if img.sha256 in existing:
+                    result.setdefault(img.sha256, (existing[img.sha256], False))
+                    continue
+                row = ImageRow(
+                    sha256=img.sha256,
+                    byte_size=img.byte_size,
+                    width=img.width,
+                    height=img.height,
+                    format=img.format,
+                    model=model,
+                    weights_hash=weights_hash,
+                    predictions=_predictions_to_json(img.predictions),
+                    embedding=np.ascontiguousarray(img.embedding, dtype=np.float32).tobytes(),
+                    created_at=now,
+                )
+                s.add(row)
+                s.flush()
+                existing[img.sha256] = row.id
+                result[img.sha256] = (row.id, True)
+                s.add_all(LabelRow(image_id=row.id, class_index=c) for c in {p.class_index for p in img.predictions})
+            self._add_names(s, [(existing[i.sha256], i.name, i.path) for i in images])
+        return result
+
+    def add_names(self, names: Sequence[tuple[int, str, str]]) -> None:
+        """Record (image_id, name, path) sightings of content that is already stored."""
+        with self.session() as s:
+            self._add_names(s, names)
+
+    @staticmethod
+    def _add_names(s: Session, names: Sequence[tuple[int, str, str]]) -> None:
+        rows = [{"image_id": i, "name": n, "path": p} for i, n, p in dict.fromkeys(names)]
+        if rows:
+            s.execute(sqlite_insert(NameRow).values(rows).on_conflict_do_nothing())
+
+    def get(self, image_id: int) -> ImageInfo | None:
+        with self.session() as s:
+            row = s.get(ImageRow, image_id)
+            return _info(row) if row else None
+
+    def get_many(self, ids: Sequence[int]) -> dict[int, ImageInfo]:
+        with self.session() as s:
+            rows = s.scalars(select(ImageRow).where(ImageRow.id.in_(list(ids)))).all()
+            return {r.id: _info(r) for r in rows}
+
+    def find_by_sha(self, sha256: str) -> ImageInfo | None:
+        with self.session() as s:
+            row = s.scalar(select(ImageRow).where(ImageRow.sha256 == sha256))
+            return _info(row) if row else None
+
+    def ids_by_name(self, name: str) -> list[int]:
+        with self.session() as s:
+            return list(s.scalars(select(NameRow.image_id).where(NameRow.name == name).distinct()))
+
+    def ids_with_labels(self, class_indices: Iterable[int]) -> NDArray[np.int64]:
+        with self.session() as s:
+            q = select(LabelRow.image_id).where(LabelRow.class_index.in_(list(class_indices))).distinct()
+            return np.fromiter(s.scalars(q), dtype=np.int64)
+
+    def list_images(self, offset: int, limit: int) -> list[ImageInfo]:
+        with self.session() as s:
+            rows = s.scalars(select(ImageRow).order_by(ImageRow.id).offset(offset).limit(limit)).all()
+            return [_info(r) for r in rows]
+
+    def embeddings(self, ids: Sequence[int], dim: int) -> NDArray[np.float32]:
+        """Stored vectors for `ids`, in that order.
+
+        Raises:
+            KeyError: an id is not stored.
+        """
+        out = np.empty((len(ids), dim), dtype=np.float32)
+        pos = {int(i): n for n, i in enumerate(ids)}
+        with self.session() as s:
+            for start in range(0, len(ids), 900):
+                chunk = [int(i) for i in ids[start : start + 900]]
+                for image_id, blob in s.execute(
+                    select(ImageRow.id, ImageRow.embedding).where(ImageRow.id.in_(chunk))
+                ).tuples():
+                    out[pos.pop(image_id)] = np.frombuffer(blob, dtype=np.float32)
+        if pos:
+            raise KeyError(f"not stored: {sorted(pos)[:5]}")
+        return out
+
+    def iter_embeddings(self, batch: int = 10_000) -> Iterator[tuple[NDArray[np.int64], NDArray[np.float32]]]:
+        """All (ids, vectors) in id order, a batch at a time."""
+        last = 0
+        while True:
+            with self.session() as s:
+                rows = s.execute(
+                    select(ImageRow.id, ImageRow.embedding).where(ImageRow.id > last).order_by(ImageRow.id).limit(batch)
+                ).all()
+            if not rows:
+                return
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vectors = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+            yield ids, vectors
+            last = int(ids[-1])
+
+    def iter_rows(self, batch: int = 256) -> Iterator[list[tuple[int, str]]]:
+        """All (id, sha256) pairs in id order, a batch at a time (for re-embedding)."""
+        last = 0
+        while True:
+            query = select(ImageRow.id, ImageRow.sha256).where(ImageRow.id > last).order_by(ImageRow.id).limit(batch)
+            with self.session() as s:
+                rows = [(int(i), str(h)) for i, h in s.execute(query).tuples()]
+            if not rows:
+                return
+            yield rows
+            last = rows[-1][0]
+
+    def update_embeddings(
+        self,
+        updates: Sequence[tuple[int, NDArray[np.float32], list[Prediction]]],
+        model: str,
+        weights_hash: str,
+        meta: dict[str, str],
+    ) -> None:
+        """Replace embeddings and predictions, and the index meta, in one transaction."""
+        with self.session() as s:
+            for key, value in meta.items():
+                s.merge(MetaRow(key=key, value=value))
+            for image_id, vector, preds in updates:
+                row = s.get(ImageRow, image_id)
+                if row is None:
+                    continue
+                row.embedding = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+                row.predictions = _predictions_to_json(preds)
+                row.model = model
+                row.weights_hash = weights_hash
+                s.execute(delete(LabelRow).where(LabelRow.image_id == image_id))
+                s.add_all(LabelRow(image_id=image_id, class_index=c) for c in {p.class_index for p in preds})
+
+    def delete(self, image_id: int) -> ImageInfo | None:
+        """Delete the row (names and labels cascade), then its blob. Returns what was deleted."""
+        with self.session() as s:
+            row = s.get(ImageRow, image_id)
+            if row is None:
+                return None
+            info = _info(row)
+            s.delete(row)
+        self.blob_path(info.sha256).unlink(missing_ok=True)
+        return info

@@ -1,0 +1,233 @@
+"""The FAISS vector index: a derived, persisted cache of the embeddings kept in SQLite.
+
+Vectors are L2-normalised, so one inner-product index serves all three metrics: cosine similarity is the
+inner product, dot product equals it, and Euclidean distance is sqrt(2 - 2 * cosine). The ranking is the same
+for all three; only the reported score differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from numpy.typing import NDArray
+
+_MAGIC = b"IMGSIMVI"
+_HEADER = struct.Struct("<8sI")  # magic, header-json length
+
+
+class IndexFileError(Exception):
+    """The index file is missing, truncated or not an index file; the caller rebuilds it."""
+
+
+@dataclass(frozen=True)
+class IndexMeta:
+    """What the index was built from; compared with the store on open."""
+
+    model: str  # embedder version: model and embedding definition
+    dim: int
+    kind: str  # "flat" or "hnsw"
+
+
+def scores_for_metric(inner: NDArray[np.float32], metric: str) -> NDArray[np.float32]:
+    """Turn inner products of unit vectors into the metric's score (similarity, or distance for euclidean)."""
+    if metric == "euclidean":
+        return np.sqrt(np.clip(2.0 - 2.0 * inner, 0.0, None)).astype(np.float32)
+    return inner.astype(np.float32, copy=False)
+
+
+class ReadWriteLock:
+    """Many concurrent readers (searches) or one writer (add, remove, save)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class VectorIndex:
+    """An id-mapped FAISS index over unit vectors (inner product), safe to search from many threads."""
+
+    def __init__(self, meta: IndexMeta, hnsw_m: int = 32, ef_search: int = 128) -> None:
+        self.meta = meta
+        self.ef_search = ef_search
+        self._index = self._create(meta, hnsw_m)
+        # HNSW cannot remove vectors; removed ids are masked at search time until the next rebuild.
+        self._removed: set[int] = set()
+        self._lock = ReadWriteLock()
+        self.dirty = False
+
+    @staticmethod
+    def _create(meta: IndexMeta, hnsw_m: int) -> faiss.Index:
+        if meta.kind == "flat":
+            inner = faiss.IndexFlatIP(meta.dim)
+        elif meta.kind == "hnsw":
+            inner = faiss.IndexHNSWFlat(meta.dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            inner.hnsw.efConstruction = 80
+        else:
+            raise ValueError(f"unknown index kind {meta.kind!r}")
+        return faiss.IndexIDMap2(inner)
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal) - len(self._removed)
+
+    def ids(self) -> NDArray[np.int64]:
+        """Every id the index will return, sorted."""
+        with self._lock.read():
+            all_ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            if self._removed:
+                all_ids = all_ids[~np.isin(all_ids, np.fromiter(self._removed, np.int64))]
+        return np.sort(all_ids)
+
+    def add(self, ids: NDArray[np.int64], vectors: NDArray[np.float32]) -> None:
+        if len(ids) == 0:
+            return
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(ids), self.meta.dim):
+            raise ValueError(f"expected vectors of shape ({len(ids)}, {self.meta.dim}), got {vectors.shape}")
+        with self._lock.write():
+            self._index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+            self.dirty = True
+
+    def remove(self, ids: NDArray[np.int64]) -> None:
+        if len(ids) == 0:
+            return
+        with self._lock.write():
+            if self.meta.kind == "flat":
+                self._index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64)))
+            else:
+                self._removed.update(int(i) for i in ids)
+            self.dirty = True
+
+    def search(
+        self, queries: NDArray[np.float32], k: int, allowed: NDArray[np.int64] | None = None
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Top-k inner products and ids per query; -1 ids pad rows with fewer than k results.
+
+        `allowed` restricts the search to those ids (a label filter, say).
+        """
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.meta.dim)
+        with self._lock.read():
+            selector = self._selector(allowed)
+            params: Any
+            if self.meta.kind == "hnsw":
+                params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k))
+                if selector is not None:
+                    params.sel = selector
+            else:
+                params = faiss.SearchParameters(sel=selector) if selector is not None else None
+            k = max(1, min(k, int(self._index.ntotal)))
+            scores, ids = self._index.search(queries, k, params=params)
+        return scores, ids
+
+    def _selector(self, allowed: NDArray[np.int64] | None) -> faiss.IDSelector | None:
+        if allowed is None and not self._removed:
+            return None
+        if allowed is None:
+            removed = np.fromiter(self._removed, np.int64)
+            return faiss.IDSelectorNot(faiss.IDSelectorBatch(removed))
+        if self._removed:
+            allowed = allowed[~np.isin(allowed, np.fromiter(self._removed, np.int64))]
+        return faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+
+    # --- persistence ------------------------------------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        """Write atomically: a temporary file, fsync, rename over the old one, fsync the directory."""
+        with self._lock.read():
+            header = json.dumps(
+                {
+                    "model": self.meta.model,
+                    "dim": self.meta.dim,
+                    "kind": self.meta.kind,
+                    "removed": sorted(self._removed),
+                    "ef_search": self.ef_search,
+                }
+            ).encode()
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            with tmp.open("wb") as fh:
+                fh.write(_HEADER.pack(_MAGIC, len(header)))
+                fh.write(header)
+                # Streamed through a callback so a large index is never copied whole into memory.
+                writer = faiss.PyCallbackIOWriter(fh.write)
+                faiss.write_index(self._index, writer)
+                del writer
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self.dirty = False
+
+    @classmethod
+    def load(cls, path: Path) -> VectorIndex:
+        """Read an index written by `save`.
+
+        Raises:
+            IndexFileError: missing, truncated or not written by `save`.
+        """
+        try:
+            with path.open("rb") as fh:
+                magic, length = _HEADER.unpack(fh.read(_HEADER.size))
+                if magic != _MAGIC:
+                    raise IndexFileError(f"{path} is not an index file")
+                header = json.loads(fh.read(length))
+                reader = faiss.PyCallbackIOReader(fh.read)
+                index = faiss.read_index(reader)
+                del reader
+                if fh.read(1):
+                    raise IndexFileError(f"{path} has trailing bytes")
+        except OSError as exc:
+            raise IndexFileError(f"cannot read {path}: {exc}") from exc
+        except (struct.error, ValueError, RuntimeError, KeyError, TypeError) as exc:
+            raise IndexFileError(f"{path} is damaged: {exc}") from exc
+        meta = IndexMeta(model=str(header["model"]), dim=int(header["dim"]), kind=str(header["kind"]))
+        if index.d != meta.dim:
+            raise IndexFileError(f"{path}: header says dim {meta.dim}, index has {index.d}")
+        obj = cls.__new__(cls)
+        obj.meta = meta
+        obj.ef_search = int(header.get("ef_search", 128))
+        obj._index = index
+        obj._removed = {int(i) for i in header.get("removed", [])}
+        obj._lock = ReadWriteLock()
+        obj.dirty = False
+        return obj

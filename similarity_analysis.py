@@ -1,0 +1,6 @@
+"""Rank a folder of images by similarity to a reference image (see `--help`)."""
+
+from client.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())
