@@ -30,6 +30,7 @@ _RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
     "lanczos": Image.Resampling.LANCZOS,
 }
+_EXIF_ORIENTATION = 0x0112
 # Our own pixel limit is checked before decoding; Pillow's bomb check stays as a second line behind it.
 Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, 200_000_000)
 
@@ -64,7 +65,11 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow refuses these from the header alone, before our own check can see the size.
+        limit = Image.MAX_IMAGE_PIXELS
+        raise ImageTooLarge(f"image has more than {limit} pixels; the limit is {max_pixels}") from exc
+    except UnidentifiedImageError as exc:
         raise ImageDecodeError("not a recognised image") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageDecodeError(f"unreadable image: {exc}") from exc
@@ -130,6 +135,9 @@ def decode_for_model(data: bytes, pre: Preprocessing, max_pixels: int, sha256: s
     fmt = str(img.format)
     width, height = img.size
     try:
+        if img.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8):
+            # Stored sideways and shown upright (as the crop is): record the size as shown.
+            width, height = height, width
         if fmt in ("JPEG", "MPO"):
             # DCT-domain downscaling: decode at 1/2, 1/4 or 1/8 scale while both sides stay >= the resize
             # target, which costs a fraction of a full decode and barely changes the final crop.

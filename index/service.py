@@ -28,7 +28,6 @@ from index.errors import (
     ModelMismatch,
     UnknownReference,
 )
-from index.imaging import decode_for_model
 from index.models import Embedder, Prediction, imagenet_labels
 from index.pipeline import EmbeddedImage, ImageSource, ReadImage, default_workers, embed_read, read_sources
 from index.store import ImageInfo, ImageStore, NewImage
@@ -122,9 +121,13 @@ class ImageIndex:
         self.index_path = settings.data_dir / INDEX_FILE
         self._write_lock = threading.Lock()
         self.workers = settings.decode_workers or default_workers()
-        if check_model:
-            self._check_model()
-        self.vectors = self._open_vectors()
+        try:
+            if check_model:
+                self._check_model()
+            self.vectors = self._open_vectors()
+        except BaseException:
+            self.store.close()
+            raise
 
     # --- opening ----------------------------------------------------------------------------------------
 
@@ -234,7 +237,7 @@ class ImageIndex:
         """
         read = read_sources(sources, self.workers)
         if strict:
-            self._validate(read)
+            self._raise_first([(item, item.error) for item in read if item.error is not None], read)
         by_sha: dict[str, IngestResult] = {}  # outcome per content, for every duplicate of it
         known = self.store.ids_by_sha(r.sha256 for r in read if r.error is None)
         if known:
@@ -248,16 +251,24 @@ class ImageIndex:
                 new.setdefault(item.sha256, item)
         if progress and len(read) > len(new):
             progress(len(read) - len(new))
+        errors: list[tuple[ReadImage, ImgsimError]] = []
 
         def failed(item: ReadImage, exc: ImgsimError) -> None:
+            errors.append((item, exc))
             by_sha[item.sha256] = IngestResult("", "", "error", sha256=item.sha256, error=exc)
             if progress:
                 progress(1)
 
         cfg = self.settings
-        for batch in embed_read(
+        batches = embed_read(
             list(new.values()), self.embedder, cfg.max_image_pixels, cfg.batch_size, self.workers, failed
-        ):
+        )
+        if strict:
+            # All or nothing: every image is decoded and embedded (once) before the first one is stored.
+            held = list(batches)
+            self._raise_first(errors, read)
+            batches = iter(held)
+        for batch in batches:
             by_sha.update((r.sha256 or "", r) for r in self._store_batch(batch))
             if progress:
                 progress(len(batch))
@@ -287,15 +298,18 @@ class ImageIndex:
         self.store.add_names(names)
         return results
 
-    def _validate(self, read: Sequence[ReadImage]) -> None:
-        pre = self.embedder.preprocessing
-        for item in read:
-            if item.error is not None:
-                raise item.error
-            try:
-                decode_for_model(item.data, pre, self.settings.max_image_pixels, sha256=item.sha256)
-            except ImageDecodeError as exc:
-                raise type(exc)(f"{item.source.name}: {exc}") from exc
+    @staticmethod
+    def _raise_first(errors: Sequence[tuple[ReadImage, ImgsimError]], read: Sequence[ReadImage]) -> None:
+        """Raise the error of the earliest source that failed, naming it.
+
+        Raises:
+            ImageDecodeError, ImageTooLarge: when `errors` is not empty.
+        """
+        if not errors:
+            return
+        order = {id(item.source): pos for pos, item in enumerate(read)}
+        item, exc = min(errors, key=lambda e: order.get(id(e[0].source), len(read)))
+        raise type(exc)(f"{item.source.name}: {exc}") from exc
 
     def _store_batch(self, batch: Sequence[EmbeddedImage]) -> list[IngestResult]:
         new_images = [
@@ -352,16 +366,14 @@ class ImageIndex:
             ImageDecodeError, ImageTooLarge: the first source that is not a usable image.
         """
         read = read_sources(sources, self.workers)
-        self._validate(read)
-        errors: list[ImgsimError] = []
+        errors: list[tuple[ReadImage, ImgsimError]] = []
         out: list[tuple[str, NDArray[np.float32], list[Prediction]]] = []
         cfg = self.settings
         for batch in embed_read(
-            read, self.embedder, cfg.max_image_pixels, cfg.batch_size, self.workers, lambda _i, e: errors.append(e)
+            read, self.embedder, cfg.max_image_pixels, cfg.batch_size, self.workers, lambda i, e: errors.append((i, e))
         ):
             out.extend((e.decoded.sha256, e.embedding, e.predictions) for e in batch)
-        if errors:
-            raise errors[0]
+        self._raise_first(errors, read)
         return out
 
     # --- search -----------------------------------------------------------------------------------------
@@ -374,7 +386,8 @@ class ImageIndex:
             AmbiguousReference: a file name matches several images.
         """
         ref = ref.strip()
-        if ref.isdigit() and (info := self.store.get(int(ref))) is not None:
+        # ASCII digits only ('²'.isdigit() is true but int() refuses it), and within SQLite's 64-bit integers.
+        if ref.isascii() and ref.isdigit() and int(ref) < 2**63 and (info := self.store.get(int(ref))) is not None:
             return info
         if _SHA256.match(ref.lower()) and (info := self.store.find_by_sha(ref.lower())) is not None:
             return info
@@ -485,8 +498,8 @@ class ImageIndex:
             info = self.store.delete(image_id)
             if info is None:
                 raise UnknownReference(f"no image with id {image_id}")
+            # SQLite has committed: even if the process dies before the next save, reopening drops the vector.
             self.vectors.remove(np.array([image_id], np.int64))
-            self.vectors.save(self.index_path)
         return info
 
     def stats(self) -> IndexStats:
@@ -518,8 +531,11 @@ def rebuild_index(
     bytes with the configured model (all rows switch in one transaction, so a crash leaves the old ones).
 
     Raises:
+        InvalidArgument: there is no data directory to rebuild.
         UnknownModel, WeightsNotFound: the configured model cannot be loaded.
     """
+    if not settings.data_dir.is_dir():
+        raise InvalidArgument(f"cannot use {settings.data_dir} as the data directory: not a directory")
     started = time.perf_counter()
     embedder = Embedder(settings)
     store = ImageStore(settings.data_dir)

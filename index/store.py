@@ -29,8 +29,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
+from index.errors import InvalidArgument
 from index.models import Prediction
 
 
@@ -157,11 +159,24 @@ class ImageStore:
     """SQLite (WAL, busy timeout, foreign keys) through SQLAlchemy 2, plus content-addressed blobs on disk."""
 
     def __init__(self, data_dir: Path) -> None:
+        """Open (creating when needed) the store in `data_dir`.
+
+        Raises:
+            InvalidArgument: `data_dir` cannot be a directory, or its database file is not a SQLite database.
+        """
         self.data_dir = data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidArgument(f"cannot use {data_dir} as the data directory: {exc.strerror or exc}") from exc
         self.blob_dir = data_dir / "blobs"
-        self.engine = self._engine(data_dir / "imgsim.sqlite3")
-        Base.metadata.create_all(self.engine)
+        db_path = data_dir / "imgsim.sqlite3"
+        self.engine = self._engine(db_path)
+        try:
+            Base.metadata.create_all(self.engine)
+        except DatabaseError as exc:
+            self.engine.dispose()
+            raise InvalidArgument(f"{db_path} is not a usable imgsim database: {exc.orig}") from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @staticmethod
@@ -234,7 +249,7 @@ class ImageStore:
             for start in range(0, len(hashes), 500):
                 chunk = hashes[start : start + 500]
                 query = select(ImageRow.sha256, ImageRow.id).where(ImageRow.sha256.in_(chunk))
-                found.update({sha: image_id for sha, image_id in s.execute(query).tuples()})
+                found.update({sha: image_id for sha, image_id in s.execute(query)})
         return found
 
     def insert(self, images: Sequence[NewImage], model: str, weights_hash: str) -> dict[str, tuple[int, bool]]:
@@ -246,7 +261,7 @@ class ImageStore:
         result: dict[str, tuple[int, bool]] = {}
         with self.session() as s:
             query = select(ImageRow.sha256, ImageRow.id).where(ImageRow.sha256.in_({i.sha256 for i in images}))
-            existing = {sha: image_id for sha, image_id in s.execute(query).tuples()}
+            existing = {sha: image_id for sha, image_id in s.execute(query)}
             for img in images:
                 if img.sha256 in existing:
                     result.setdefault(img.sha256, (existing[img.sha256], False))
@@ -322,9 +337,8 @@ class ImageStore:
         with self.session() as s:
             for start in range(0, len(ids), 900):
                 chunk = [int(i) for i in ids[start : start + 900]]
-                for image_id, blob in s.execute(
-                    select(ImageRow.id, ImageRow.embedding).where(ImageRow.id.in_(chunk))
-                ).tuples():
+                query = select(ImageRow.id, ImageRow.embedding).where(ImageRow.id.in_(chunk))
+                for image_id, blob in s.execute(query):
                     out[pos.pop(image_id)] = np.frombuffer(blob, dtype=np.float32)
         if pos:
             raise KeyError(f"not stored: {sorted(pos)[:5]}")
@@ -351,7 +365,7 @@ class ImageStore:
         while True:
             query = select(ImageRow.id, ImageRow.sha256).where(ImageRow.id > last).order_by(ImageRow.id).limit(batch)
             with self.session() as s:
-                rows = [(int(i), str(h)) for i, h in s.execute(query).tuples()]
+                rows = [(int(i), str(h)) for i, h in s.execute(query)]
             if not rows:
                 return
             yield rows

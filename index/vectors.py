@@ -11,6 +11,7 @@ import json
 import os
 import struct
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,14 @@ from numpy.typing import NDArray
 
 _MAGIC = b"IMGSIMVI"
 _HEADER = struct.Struct("<8sI")  # magic, header-json length
+# A CRC32 of header and payload after the payload: damage that keeps the file readable (a scribbled block,
+# a bad sector) would otherwise load as garbage vectors instead of triggering a rebuild.
+_TRAILER = struct.Struct("<8sI")  # magic, crc32
+_TRAILER_MAGIC = b"IMGSIMCK"
+
+
+# Graph quality while building HNSW: higher is slower to build and gives better recall at the same efSearch.
+EF_CONSTRUCTION = 80
 
 
 class IndexFileError(Exception):
@@ -43,6 +52,26 @@ def scores_for_metric(inner: NDArray[np.float32], metric: str) -> NDArray[np.flo
     if metric == "euclidean":
         return np.sqrt(np.clip(2.0 - 2.0 * inner, 0.0, None)).astype(np.float32)
     return inner.astype(np.float32, copy=False)
+
+
+# Below this many queries a search runs on the calling thread alone: the web API runs searches one query at
+# a time from several threads, and an OpenMP team per query mostly waits for its slowest (or descheduled)
+# thread; with the cores busy that costs several times the search itself.
+_PARALLEL_QUERIES = 20
+
+
+@contextmanager
+def _single_threaded(enabled: bool) -> Iterator[None]:
+    """OpenMP's thread count is a per-thread setting: this changes only the calling thread's searches."""
+    if not enabled:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 class ReadWriteLock:
@@ -84,22 +113,24 @@ class ReadWriteLock:
 class VectorIndex:
     """An id-mapped FAISS index over unit vectors (inner product), safe to search from many threads."""
 
-    def __init__(self, meta: IndexMeta, hnsw_m: int = 32, ef_search: int = 128) -> None:
+    def __init__(
+        self, meta: IndexMeta, hnsw_m: int = 32, ef_search: int = 128, ef_construction: int = EF_CONSTRUCTION
+    ) -> None:
         self.meta = meta
         self.ef_search = ef_search
-        self._index = self._create(meta, hnsw_m)
+        self._index = self._create(meta, hnsw_m, ef_construction)
         # HNSW cannot remove vectors; removed ids are masked at search time until the next rebuild.
         self._removed: set[int] = set()
         self._lock = ReadWriteLock()
         self.dirty = False
 
     @staticmethod
-    def _create(meta: IndexMeta, hnsw_m: int) -> faiss.Index:
+    def _create(meta: IndexMeta, hnsw_m: int, ef_construction: int) -> faiss.Index:
         if meta.kind == "flat":
             inner = faiss.IndexFlatIP(meta.dim)
         elif meta.kind == "hnsw":
             inner = faiss.IndexHNSWFlat(meta.dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            inner.hnsw.efConstruction = 80
+            inner.hnsw.efConstruction = ef_construction
         else:
             raise ValueError(f"unknown index kind {meta.kind!r}")
         return faiss.IndexIDMap2(inner)
@@ -153,7 +184,8 @@ class VectorIndex:
             else:
                 params = faiss.SearchParameters(sel=selector) if selector is not None else None
             k = max(1, min(k, int(self._index.ntotal)))
-            scores, ids = self._index.search(queries, k, params=params)
+            with _single_threaded(len(queries) < _PARALLEL_QUERIES):
+                scores, ids = self._index.search(queries, k, params=params)
         return scores, ids
 
     def _selector(self, allowed: NDArray[np.int64] | None) -> faiss.IDSelector | None:
@@ -184,10 +216,18 @@ class VectorIndex:
             with tmp.open("wb") as fh:
                 fh.write(_HEADER.pack(_MAGIC, len(header)))
                 fh.write(header)
+                crc = zlib.crc32(header)
+
+                def write(chunk: bytes) -> int:
+                    nonlocal crc
+                    crc = zlib.crc32(chunk, crc)
+                    return fh.write(chunk)
+
                 # Streamed through a callback so a large index is never copied whole into memory.
-                writer = faiss.PyCallbackIOWriter(fh.write)
+                writer = faiss.PyCallbackIOWriter(write)
                 faiss.write_index(self._index, writer)
                 del writer
+                fh.write(_TRAILER.pack(_TRAILER_MAGIC, crc))
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
@@ -210,15 +250,27 @@ class VectorIndex:
                 magic, length = _HEADER.unpack(fh.read(_HEADER.size))
                 if magic != _MAGIC:
                     raise IndexFileError(f"{path} is not an index file")
-                header = json.loads(fh.read(length))
-                reader = faiss.PyCallbackIOReader(fh.read)
+                raw_header = fh.read(length)
+                crc = zlib.crc32(raw_header)
+                header = json.loads(raw_header)
+
+                def read(size: int) -> bytes:
+                    nonlocal crc
+                    chunk = fh.read(size)
+                    crc = zlib.crc32(chunk, crc)
+                    return chunk
+
+                reader = faiss.PyCallbackIOReader(read)
                 index = faiss.read_index(reader)
                 del reader
+                trailer_magic, stored_crc = _TRAILER.unpack(fh.read(_TRAILER.size))
+                if trailer_magic != _TRAILER_MAGIC or stored_crc != crc:
+                    raise IndexFileError(f"{path} is damaged: checksum mismatch")
                 if fh.read(1):
                     raise IndexFileError(f"{path} has trailing bytes")
         except OSError as exc:
             raise IndexFileError(f"cannot read {path}: {exc}") from exc
-        except (struct.error, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        except (struct.error, ValueError, RuntimeError, KeyError, TypeError, MemoryError) as exc:
             raise IndexFileError(f"{path} is damaged: {exc}") from exc
         meta = IndexMeta(model=str(header["model"]), dim=int(header["dim"]), kind=str(header["kind"]))
         if index.d != meta.dim:
