@@ -1,0 +1,1 @@
+"""The web API: a thin FastAPI layer over the `index` library."""

@@ -1,0 +1,26 @@
+"""Typed dependencies: the index and settings the lifespan built, for route signatures."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from index.config import Settings
+from index.service import ImageIndex
+
+
+async def get_index(request: Request) -> ImageIndex:
+    index: ImageIndex | None = request.app.state.index
+    if index is None:
+        raise HTTPException(503, "the index is not open yet")
+    return index
+
+
+async def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+IndexDep = Annotated[ImageIndex, Depends(get_index)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]

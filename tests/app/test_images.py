@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from index.models import Embedder
+from tests.app.conftest import SAMPLE_PHOTOS, ingest_photos
+from tests.conftest import IMAGES_DIR
+
+
+def test_images_are_listed_in_id_order_a_page_at_a_time(photo_client: TestClient, photo_ids: dict[str, int]) -> None:
+    first = photo_client.get("/images", params={"offset": 0, "limit": 4}).json()
+    second = photo_client.get("/images", params={"offset": 4, "limit": 4}).json()
+    assert first["total"] == second["total"] == len(SAMPLE_PHOTOS)
+    ids = [i["id"] for i in first["items"] + second["items"]]
+    assert ids == sorted(photo_ids.values())
+    assert len(first["items"]) == 4
+
+
+@pytest.mark.parametrize("params", [{"offset": -1}, {"limit": 0}, {"limit": 1001}, {"offset": "x"}])
+def test_a_bad_page_is_422(photo_client: TestClient, params: dict[str, object]) -> None:
+    assert photo_client.get("/images", params=params).status_code == 422
+
+
+def test_an_image_shows_its_file_name_size_and_predictions(
+    photo_client: TestClient, photo_ids: dict[str, int], embedder: Embedder
+) -> None:
+    image = photo_client.get(f"/images/{photo_ids['coffee.jpg']}").json()
+    assert image["filename"] == "coffee.jpg"
+    assert (image["width"], image["height"], image["format"]) == (600, 400, "JPEG")
+    assert image["byte_size"] == (IMAGES_DIR / "coffee.jpg").stat().st_size
+    assert image["predictions"][0]["label"] == "espresso"
+    assert image["model"] == embedder.version
+
+
+@pytest.mark.parametrize(("name", "content_type"), [("coffee.jpg", "image/jpeg"), ("cat.png", "image/png")])
+def test_content_returns_the_stored_bytes_with_their_type(
+    photo_client: TestClient, photo_ids: dict[str, int], name: str, content_type: str
+) -> None:
+    response = photo_client.get(f"/images/{photo_ids[name]}/content")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == content_type
+    assert response.content == (IMAGES_DIR / name).read_bytes()
+
+
+@pytest.mark.parametrize("path", ["/images/999999", "/images/999999/content"])
+def test_an_unknown_image_is_404(photo_client: TestClient, path: str) -> None:
+    response = photo_client.get(path)
+    assert response.status_code == 404
+    assert "999999" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("image_id", ["0", "-3", "abc", str(2**64)])
+def test_an_invalid_image_id_is_422(photo_client: TestClient, image_id: str) -> None:
+    assert photo_client.get(f"/images/{image_id}").status_code == 422
+    assert photo_client.delete(f"/images/{image_id}").status_code == 422
+
+
+def test_delete_removes_the_image_from_listing_content_and_search(client: TestClient) -> None:
+    ids = ingest_photos(client, "cat.png", "cat_crop.jpg", "rocket.jpg")
+    response = client.delete(f"/images/{ids['cat_crop.jpg']}")
+    assert response.status_code == 200
+    assert response.json()["filename"] == "cat_crop.jpg"
+    assert client.get(f"/images/{ids['cat_crop.jpg']}").status_code == 404
+    assert client.get(f"/images/{ids['cat_crop.jpg']}/content").status_code == 404
+    assert client.delete(f"/images/{ids['cat_crop.jpg']}").status_code == 404
+    results = client.get("/search", params={"ref": "cat.png"}).json()["results"]
+    assert [r["filename"] for r in results] == ["rocket.jpg"]
+    assert client.get("/stats").json()["count"] == 2
+
+
+def test_deleted_content_can_be_ingested_again_under_a_new_id(client: TestClient) -> None:
+    ids = ingest_photos(client, "coins.jpg")
+    client.delete(f"/images/{ids['coins.jpg']}")
+    again = ingest_photos(client, "coins.jpg")
+    assert again["coins.jpg"] != ids["coins.jpg"]
+    assert client.get(f"/images/{again['coins.jpg']}/content").content == (IMAGES_DIR / "coins.jpg").read_bytes()

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from index.config import Settings
+from index.models import Embedder
+
+
+def test_health_answers_ok(photo_client: TestClient) -> None:
+    response = photo_client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_ready_reports_the_loaded_model(photo_client: TestClient, embedder: Embedder) -> None:
+    response = photo_client.get("/ready")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "model": embedder.version}
+
+
+def test_ready_is_503_and_other_routes_refuse_before_the_lifespan_has_opened_the_index(tmp_path) -> None:
+    client = TestClient(create_app(Settings(data_dir=tmp_path / "data")))  # no `with`: lifespan not run
+    assert client.get("/health").status_code == 200
+    assert client.get("/ready").status_code == 503
+    assert client.get("/stats").status_code == 503
+    assert not (tmp_path / "data").exists()
+
+
+def test_stats_describe_the_index_and_the_request_limits(photo_client: TestClient, embedder: Embedder) -> None:
+    stats = photo_client.get("/stats").json()
+    assert stats["count"] == 6
+    assert stats["model"] == embedder.name == Settings().model
+    assert stats["dim"] == embedder.dim
+    assert stats["metric"] == "cosine"
+    assert stats["index_type"] == "flat"
+    assert stats["limits"]["max_files_per_request"] == Settings().max_files_per_request
+
+
+def test_openapi_documents_what_search_scores_mean(photo_client: TestClient) -> None:
+    schema = photo_client.get("/openapi.json").json()
+    description = schema["paths"]["/search"]["get"]["description"]
+    assert "similarity" in description and "distance" in description
+    assert set(schema["paths"]) >= {
+        "/embed",
+        "/predict",
+        "/ingest",
+        "/search",
+        "/rank",
+        "/images",
+        "/images/{image_id}",
+        "/images/{image_id}/content",
+        "/health",
+        "/ready",
+        "/stats",
+    }
