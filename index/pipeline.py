@@ -1,7 +1,10 @@
 """The ingest pipeline in stages: read and hash -> decode and crop -> embed in batches.
 
-Decoding runs in a small thread pool (Pillow releases the GIL while it decodes and resamples) a bounded
-window ahead of the forward pass, so the two overlap without holding more than a few batches in memory.
+Decoding runs in a thread pool (Pillow releases the GIL while it decodes and resamples). When the forward
+pass runs elsewhere (a GPU) or there are cores to spare, decoding runs a bounded window ahead of it, so the
+two overlap without holding more than a few batches in memory. On a small CPU the forward pass already uses
+every core, and threads decoding beside it only preempt its OpenMP workers (each layer then waits for the
+slowest one), so there decoding and embedding take turns, each with all the cores.
 """
 
 from __future__ import annotations
@@ -53,8 +56,18 @@ class EmbeddedImage:
     predictions: list[Prediction]
 
 
+# Below this many cores, decoding on the CPU does not overlap a CPU forward pass.
+MIN_CORES_TO_OVERLAP = 6
+
+
 def default_workers() -> int:
-    return max(1, min(4, (os.cpu_count() or 1) - 1))
+    """Decode threads: every core, up to 8 (decoding takes turns with a CPU forward pass on small machines)."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def should_overlap(embedder: Embedder) -> bool:
+    """Whether decoding should run while the forward pass does (see the module docstring)."""
+    return embedder.device.type != "cpu" or (os.cpu_count() or 1) >= MIN_CORES_TO_OVERLAP
 
 
 def read_sources(sources: Sequence[ImageSource], workers: int) -> list[ReadImage]:
@@ -79,9 +92,18 @@ DecodeOutcome = DecodedImage | ImgsimError
 
 
 def decode_stream(
-    items: Iterable[ReadImage], embedder: Embedder, max_pixels: int, workers: int, window: int
+    items: Iterable[ReadImage],
+    embedder: Embedder,
+    max_pixels: int,
+    workers: int,
+    window: int,
+    overlap: bool = True,
 ) -> Iterator[tuple[ReadImage, DecodeOutcome]]:
-    """Decode in a thread pool, yielding results in input order, at most `window` ahead of the consumer."""
+    """Decode in a thread pool, yielding results in input order, at most `window` ahead of the consumer.
+
+    Without `overlap`, nothing is decoded while the consumer works: `window` items are decoded together,
+    then handed over.
+    """
     pre = embedder.preprocessing
 
     def decode(item: ReadImage) -> DecodeOutcome:
@@ -95,6 +117,11 @@ def decode_stream(
         for item in items:
             pending.append((item, pool.submit(decode, item)))
             if len(pending) >= window:
+                if not overlap:
+                    done = [(head, fut.result()) for head, fut in pending]
+                    pending.clear()
+                    yield from done
+                    continue
                 head, fut = pending.popleft()
                 yield head, fut.result()
         while pending:
@@ -143,8 +170,11 @@ def embed_read(
     if not ok:
         return  # nothing to decode: the model (and torch) is never loaded
 
+    overlap = should_overlap(embedder)
+    window = 2 * batch_size if overlap else batch_size
+
     def decoded() -> Iterator[tuple[ReadImage, DecodedImage]]:
-        for item, outcome in decode_stream(ok, embedder, max_pixels, workers, window=2 * batch_size):
+        for item, outcome in decode_stream(ok, embedder, max_pixels, workers, window, overlap):
             if isinstance(outcome, ImgsimError):
                 on_error(item, outcome)
             else:
