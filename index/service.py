@@ -144,7 +144,8 @@ class ImageIndex:
             raise ModelMismatch(
                 f"the index in {self.settings.data_dir} was built with {built_with}, but the configured model "
                 f"is {self.embedder.version}; use the same model, or run "
-                f"`rebuild-index --data_dir {self.settings.data_dir} --model {self.embedder.name} --reembed`"
+                f"`rebuild-index --data_dir {self.settings.data_dir} --model {self.embedder.name} "
+                f"--embedding {self.embedder.embedding.name} --reembed`"
             )
 
     @property
