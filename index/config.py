@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     top_k_predictions: int = Field(default=5, ge=1, le=1000, description="ImageNet predictions stored per image.")
     metric: Metric = "cosine"
     index_kind: IndexKind = Field(default="auto", description="Vector index type; 'auto' picks by size.")
-    exact_search_threshold: int = Field(default=200_000, ge=0, description="Above this, 'auto' builds HNSW.")
+    exact_search_threshold: int = Field(default=20_000, ge=0, description="Above this, 'auto' builds HNSW.")
     hnsw_m: int = Field(default=32, ge=4, le=128)
     hnsw_ef_search: int = Field(default=128, ge=8)
     max_image_pixels: int = Field(default=40_000_000, ge=1, description="Refused before decoding above this.")

@@ -176,6 +176,16 @@ class ImageIndex:
             vectors = self._build_vectors(self._choose_kind(self.store.count()))
         vectors.ef_search = self.settings.hnsw_ef_search
         self._reconcile(vectors)
+        wanted = self._choose_kind(len(vectors))
+        if wanted != vectors.meta.kind:
+            # Switching kinds rebuilds the whole index (minutes at a million images): never done implicitly.
+            log.warning(
+                "the vector index is %s but %d images call for %s; run `rebuild-index --data_dir %s` to switch",
+                vectors.meta.kind,
+                len(vectors),
+                wanted,
+                self.settings.data_dir,
+            )
         return vectors
 
     def _reconcile(self, vectors: VectorIndex) -> None:

@@ -34,7 +34,8 @@ from numpy.typing import NDArray
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_IMAGES = ROOT.parent / "shared" / "datasets" / "imagenet-sample"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-DIM = 1280
+# The default embedding's width (GeM features 1280 + logits 1000).
+DIM = 2280
 PARTS = ("cli", "embed", "http", "search", "quality")
 
 Row = dict[str, Any]
@@ -368,7 +369,7 @@ def synthetic_vectors(
         m = min(50_000, n - start)
         labels = rng.integers(0, len(centres), m)
         latent = centres[labels] + rng.standard_normal((m, basis.shape[0]), dtype=np.float32)
-        x = latent @ basis + 0.3 * rng.standard_normal((m, basis.shape[1]), dtype=np.float32)
+        x = latent @ basis + 0.6 * rng.standard_normal((m, basis.shape[1]), dtype=np.float32)
         out[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
 
@@ -383,11 +384,12 @@ def time_queries(index: Any, queries: NDArray[np.float32]) -> list[float]:
     return times
 
 
-def bench_search(sizes: list[int], queries: int, hnsw_m: int, ef_search: int, ef_construction: int) -> list[Row]:
+def bench_search(
+    sizes: list[int], queries: int, hnsw_m: int, ef_search: int, ef_construction: int, latent_dim: int = 128
+) -> list[Row]:
     from index.vectors import IndexMeta, VectorIndex
 
     rng = np.random.default_rng(1)
-    latent_dim = 64
     centres = (rng.standard_normal((1000, latent_dim)) * 1.5).astype(np.float32)
     basis = rng.standard_normal((latent_dim, DIM)).astype(np.float32) / np.sqrt(latent_dim)
     rows: list[Row] = []
@@ -551,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("http", "3. HTTP vs in-process", lambda: bench_http(folder, work, args.per_request, args.queries)),
             (
                 "search",
-                "4. Vector search on synthetic 1280-d unit vectors (in-process, one query at a time, k=10)",
+                f"4. Vector search on synthetic {DIM}-d unit vectors (in-process, one query at a time, k=10)",
                 lambda: bench_search(
                     [int(s) for s in args.sizes.split(",") if s],
                     args.queries,
