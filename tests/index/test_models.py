@@ -58,6 +58,28 @@ def test_each_model_uses_its_own_preprocessing(name: str, size: int) -> None:
     assert pre.mean == pre.std == (0.5, 0.5, 0.5)
 
 
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_registered_shapes_and_preprocessing_agree_with_timm_and_the_loaded_network(name: str) -> None:
+    embedder = Embedder(Settings(model=name, embedding="mean"))
+    assert embedder.preprocessing == embedder.timm_preprocessing()
+    assert not embedder.loaded, "known shapes must not need the network"
+    width = embedder.dim
+    network = embedder.load()._model
+    assert network is not None
+    assert width == int(network.num_features) == embedder.spec.num_features
+    assert int(network.num_classes) == embedder.spec.num_classes
+
+
+def test_a_background_load_failure_is_raised_by_the_next_load(tmp_path: Path) -> None:
+    embedder = Embedder(Settings(model="timm/resnet18", weights_path=tmp_path / "missing.pth"))
+    embedder.load_in_background()
+    assert embedder._loader is not None
+    embedder._loader.join()
+    assert not embedder.loaded
+    with pytest.raises(WeightsNotFound):
+        embedder.load()
+
+
 @pytest.mark.parametrize("name", ["resnet50", "efficientnet_lite9", "timm/not_an_architecture", ""])
 def test_unknown_model_raises_naming_the_known_ones(name: str) -> None:
     with pytest.raises(UnknownModel, match="efficientnet_lite0") as info:

@@ -1,0 +1,55 @@
+"""The ingest pipeline's stages: ordered decoding, turn-taking, warm-up while the model loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index.config import Settings
+from index.errors import ImageDecodeError
+from index.models import Embedder
+from index.pipeline import ImageSource, ReadImage, decode_stream, embed_read, read_sources
+from tests.conftest import CountingEmbedder
+
+
+def _read(images_dir: Path) -> list[ReadImage]:
+    return read_sources([ImageSource.from_path(p) for p in sorted(images_dir.iterdir()) if p.suffix != ".md"], 2)
+
+
+@pytest.mark.parametrize("overlap", [True, False, "switching"])
+def test_decoding_yields_every_image_in_input_order_whatever_the_overlap(
+    embedder: CountingEmbedder, images_dir: Path, overlap: object
+) -> None:
+    items = _read(images_dir)
+    calls = iter([True, False, True, False, False, False])
+    mode = (lambda: next(calls, False)) if overlap == "switching" else bool(overlap)
+    out = list(decode_stream(items, embedder, 10**8, workers=2, window=3, overlap=mode))
+    assert [item.source.name for item, _ in out] == [item.source.name for item in items]
+    assert all(not isinstance(outcome, Exception) for _, outcome in out)
+
+
+def test_a_bad_image_is_reported_and_the_others_still_embedded(embedder: CountingEmbedder, images_dir: Path) -> None:
+    items = _read(images_dir)
+    bad = ReadImage(ImageSource(name="bad.jpg", data=b"not an image"), b"not an image", "0" * 64)
+    errors: list[tuple[str, Exception]] = []
+    batches = list(
+        embed_read([bad, *items], embedder, 10**8, 4, 2, lambda item, exc: errors.append((item.source.name, exc)))
+    )
+    assert [name for name, _ in errors] == ["bad.jpg"]
+    assert isinstance(errors[0][1], ImageDecodeError)
+    assert sum(len(b) for b in batches) == len(items)
+
+
+def test_an_unloaded_model_loads_while_images_decode_and_gives_the_same_vectors(
+    embedder: CountingEmbedder, images_dir: Path
+) -> None:
+    items = _read(images_dir)
+    fresh = Embedder(Settings())
+    assert not fresh.loaded
+    got = [e for batch in embed_read(items, fresh, 10**8, 4, 2, lambda *_: None) for e in batch]
+    assert fresh.loaded
+    want = [e for batch in embed_read(items, embedder, 10**8, 4, 2, lambda *_: None) for e in batch]
+    assert [e.source.name for e in got] == [e.source.name for e in want]
+    np.testing.assert_allclose(np.stack([e.embedding for e in got]), np.stack([e.embedding for e in want]), atol=2e-2)
