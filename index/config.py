@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1, description="Largest accepted request body.")
     max_files_per_request: int = Field(default=64, ge=1)
     decode_workers: int = Field(default=0, ge=0, description="Decode threads in the ingest pipeline; 0 = auto.")
+    device_decode: bool = Field(default=True, description="On CUDA, decode JPEGs on the GPU (nvJPEG).")
     microbatch_wait_ms: float = Field(default=5.0, ge=0, description="How long the API gathers a batch.")
 
 

@@ -5,14 +5,19 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from index.errors import ImageDecodeError, ImageTooLarge, UnsupportedImageFormat
+from index.errors import ImageDecodeError, ImageTooLarge, ImgsimError, UnsupportedImageFormat
 from index.models import Preprocessing
+
+if TYPE_CHECKING:
+    import torch
 
 ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
 CONTENT_TYPES = {
@@ -44,7 +49,7 @@ class DecodedImage:
     width: int
     height: int
     format: str
-    crop: NDArray[np.uint8]  # (size, size, 3) RGB
+    crop: NDArray[np.uint8] | torch.Tensor  # (size, size, 3) RGB uint8; a tensor when decoded on a device
 
 
 def sha256_hex(data: bytes) -> str:
@@ -154,3 +159,50 @@ def decode_for_model(data: bytes, pre: Preprocessing, max_pixels: int, sha256: s
         format=fmt,
         crop=crop,
     )
+
+
+def decode_jpegs_on_device(
+    items: Sequence[tuple[bytes, str]], pre: Preprocessing, max_pixels: int, device: torch.device
+) -> list[DecodedImage | ImgsimError]:
+    """Decode a batch of JPEGs with torchvision (nvJPEG on a CUDA device) and resize and crop them there, so
+    the crops never leave the device. Each item is (bytes, sha256); results come in the same order.
+
+    Headers are still checked with Pillow first (format, pixel limit). Other formats, and JPEGs the device
+    decoder refuses (CMYK, say), go through `decode_for_model`; a broken image becomes its error in its slot.
+    """
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2.functional import resized_crop
+
+    out: list[DecodedImage | ImgsimError | None] = [None] * len(items)
+    todo: list[int] = []
+    for pos, (data, sha) in enumerate(items):
+        try:
+            if open_image(data, max_pixels).format in ("JPEG", "MPO"):
+                todo.append(pos)
+            else:
+                out[pos] = decode_for_model(data, pre, max_pixels, sha256=sha)
+        except ImgsimError as exc:
+            out[pos] = exc
+    size, interpolation = pre.input_size, InterpolationMode(pre.interpolation)
+    for pos in todo:
+        data, sha = items[pos]
+        try:
+            encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            chw = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
+        except RuntimeError:
+            try:
+                out[pos] = decode_for_model(data, pre, max_pixels, sha256=sha)
+            except ImgsimError as exc:
+                out[pos] = exc
+            continue
+        assert isinstance(chw, torch.Tensor)
+        height, width = int(chw.shape[1]), int(chw.shape[2])
+        # The same window as `model_crop`: shorter side to `pre.resize`, centre `size` x `size`.
+        side = min(width, height) * size / pre.resize
+        crop_w, crop_h = min(width, round(side)), min(height, round(side))
+        top, left = (height - crop_h) // 2, (width - crop_w) // 2
+        crop = resized_crop(chw, top, left, crop_h, crop_w, [size, size], interpolation, antialias=True)
+        out[pos] = DecodedImage(sha, len(data), width, height, "JPEG", crop.permute(1, 2, 0).contiguous())
+    return [o for o in out if o is not None]

@@ -15,13 +15,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
 from index.errors import ImageDecodeError, ImageTooLarge, ImgsimError
-from index.imaging import DecodedImage, decode_for_model, sha256_hex
+from index.imaging import DecodedImage, decode_for_model, decode_jpegs_on_device, sha256_hex
 from index.models import Embedder, Prediction
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -152,7 +156,19 @@ def embed_batches(
 
 
 def _embed(batch: list[tuple[ReadImage, DecodedImage]], embedder: Embedder) -> list[EmbeddedImage]:
-    crops = np.stack([d.crop for _, d in batch])
+    crops: NDArray[np.uint8] | torch.Tensor
+    if all(isinstance(d.crop, np.ndarray) for _, d in batch):
+        crops = np.stack([d.crop for _, d in batch])
+    else:
+        import torch
+
+        # Crops decoded on the device stay there; the few decoded by Pillow join them.
+        crops = torch.stack(
+            [
+                d.crop.to(embedder.device) if isinstance(d.crop, torch.Tensor) else torch.from_numpy(d.crop.copy())
+                for _, d in batch
+            ]
+        ).to(embedder.device)
     result = embedder.forward(crops)
     return [
         EmbeddedImage(r.source, d, r.data, vector, preds)
@@ -167,8 +183,13 @@ def embed_read(
     batch_size: int,
     workers: int,
     on_error: Callable[[ReadImage, ImgsimError], None],
+    device_decode: bool = False,
 ) -> Iterator[list[EmbeddedImage]]:
-    """Decode and embed sources already read; failures go to `on_error` and the rest go on."""
+    """Decode and embed sources already read; failures go to `on_error` and the rest go on.
+
+    With `device_decode` and a CUDA model, JPEGs are decoded, resized and cropped on the GPU (nvJPEG),
+    a batch at a time, and their crops never pass through host memory.
+    """
     ok: list[ReadImage] = []
     for item in items:
         if item.error is not None:
@@ -179,10 +200,15 @@ def embed_read(
         return  # nothing to decode: the model (and torch) is never loaded
 
     overlap: bool | Callable[[], bool]
-    if not embedder.loaded:
+    warming = not embedder.loaded
+    if warming:
         # Importing torch and loading the weights takes seconds of mostly single-threaded work: decode well
         # ahead meanwhile, on the cores it leaves idle; once loaded, overlap only where it pays.
         embedder.load_in_background()
+    if device_decode and embedder.device.type == "cuda":
+        yield from embed_decoding_on_device(ok, embedder, max_pixels, batch_size, on_error)
+        return
+    if warming:
         window = max(2 * batch_size, WARMUP_DECODE_WINDOW)
 
         def overlap() -> bool:
@@ -198,5 +224,28 @@ def embed_read(
                 on_error(item, outcome)
             else:
                 yield item, outcome
+
+    yield from embed_batches(decoded(), embedder, batch_size)
+
+
+def embed_decoding_on_device(
+    items: Sequence[ReadImage],
+    embedder: Embedder,
+    max_pixels: int,
+    batch_size: int,
+    on_error: Callable[[ReadImage, ImgsimError], None],
+) -> Iterator[list[EmbeddedImage]]:
+    """`embed_read` with every JPEG decoded, resized and cropped by torchvision on the model's device."""
+    pre, device = embedder.preprocessing, embedder.load().device
+
+    def decoded() -> Iterator[tuple[ReadImage, DecodedImage]]:
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            outcomes = decode_jpegs_on_device([(i.data, i.sha256) for i in chunk], pre, max_pixels, device)
+            for item, outcome in zip(chunk, outcomes, strict=True):
+                if isinstance(outcome, ImgsimError):
+                    on_error(item, outcome)
+                else:
+                    yield item, outcome
 
     yield from embed_batches(decoded(), embedder, batch_size)

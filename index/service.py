@@ -272,7 +272,13 @@ class ImageIndex:
 
         cfg = self.settings
         batches = embed_read(
-            list(new.values()), self.embedder, cfg.max_image_pixels, cfg.batch_size, self.workers, failed
+            list(new.values()),
+            self.embedder,
+            cfg.max_image_pixels,
+            cfg.batch_size,
+            self.workers,
+            failed,
+            cfg.device_decode,
         )
         if strict:
             # All or nothing: every image is decoded and embedded (once) before the first one is stored.
@@ -380,7 +386,13 @@ class ImageIndex:
         out: list[tuple[str, NDArray[np.float32], list[Prediction]]] = []
         cfg = self.settings
         for batch in embed_read(
-            read, self.embedder, cfg.max_image_pixels, cfg.batch_size, self.workers, lambda i, e: errors.append((i, e))
+            read,
+            self.embedder,
+            cfg.max_image_pixels,
+            cfg.batch_size,
+            self.workers,
+            lambda i, e: errors.append((i, e)),
+            cfg.device_decode,
         ):
             out.extend((e.decoded.sha256, e.embedding, e.predictions) for e in batch)
         self._raise_first(errors, read)
@@ -599,7 +611,9 @@ def _reembed(
             log.warning("image %s: %s", item.source.name, exc)
 
         read = read_sources(sources, 1)
-        for batch in embed_read(read, embedder, settings.max_image_pixels, settings.batch_size, 1, on_error):
+        for batch in embed_read(
+            read, embedder, settings.max_image_pixels, settings.batch_size, 1, on_error, settings.device_decode
+        ):
             updates.extend((ids[e.decoded.sha256], e.embedding, e.predictions) for e in batch)
         if progress:
             progress(len(rows))

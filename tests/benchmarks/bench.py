@@ -385,13 +385,19 @@ def time_queries(index: Any, queries: NDArray[np.float32]) -> list[float]:
 
 
 def bench_search(
-    sizes: list[int], queries: int, hnsw_m: int, ef_search: int, ef_construction: int, latent_dim: int = 128
+    sizes: list[int],
+    queries: int,
+    hnsw_m: int,
+    ef_search: int,
+    ef_construction: int,
+    dim: int = DIM,
+    latent_dim: int = 128,
 ) -> list[Row]:
     from index.vectors import IndexMeta, VectorIndex
 
     rng = np.random.default_rng(1)
     centres = (rng.standard_normal((1000, latent_dim)) * 1.5).astype(np.float32)
-    basis = rng.standard_normal((latent_dim, DIM)).astype(np.float32) / np.sqrt(latent_dim)
+    basis = rng.standard_normal((latent_dim, dim)).astype(np.float32) / np.sqrt(latent_dim)
     rows: list[Row] = []
     for n in sizes:
         data = synthetic_vectors(n, seed=2, centres=centres, basis=basis)
@@ -400,7 +406,7 @@ def bench_search(
         truth: NDArray[np.int64] | None = None
         for kind in ("flat", "hnsw"):
             before = rss_mb()
-            index = VectorIndex(IndexMeta("bench", DIM, kind), hnsw_m, ef_search, ef_construction)
+            index = VectorIndex(IndexMeta("bench", dim, kind), hnsw_m, ef_search, ef_construction)
             started = time.perf_counter()
             for s in range(0, n, 100_000):
                 index.add(ids[s : s + 100_000], data[s : s + 100_000])
@@ -522,6 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--hnsw_m", type=int, default=32)
     p.add_argument("--ef_search", type=int, default=128)
     p.add_argument("--ef_construction", type=int, default=80)
+    p.add_argument("--dim", type=int, default=DIM, help=f"vector width for the search part (default {DIM})")
     p.add_argument("--out", type=Path, default=ROOT / "bench-results", help="folder for the JSON result")
     args = p.parse_args(argv)
 
@@ -553,13 +560,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("http", "3. HTTP vs in-process", lambda: bench_http(folder, work, args.per_request, args.queries)),
             (
                 "search",
-                f"4. Vector search on synthetic {DIM}-d unit vectors (in-process, one query at a time, k=10)",
+                f"4. Vector search on synthetic {args.dim}-d unit vectors (in-process, one query at a time, k=10)",
                 lambda: bench_search(
                     [int(s) for s in args.sizes.split(",") if s],
                     args.queries,
                     args.hnsw_m,
                     args.ef_search,
                     args.ef_construction,
+                    args.dim,
                 ),
             ),
         ]

@@ -53,3 +53,43 @@ def test_an_unloaded_model_loads_while_images_decode_and_gives_the_same_vectors(
     want = [e for batch in embed_read(items, embedder, 10**8, 4, 2, lambda *_: None) for e in batch]
     assert [e.source.name for e in got] == [e.source.name for e in want]
     np.testing.assert_allclose(np.stack([e.embedding for e in got]), np.stack([e.embedding for e in want]), atol=2e-2)
+
+
+def test_jpegs_decoded_by_torchvision_crop_like_pillow(images_dir: Path) -> None:
+    import torch
+
+    from index.imaging import decode_for_model, decode_jpegs_on_device
+
+    pre = Embedder(Settings()).preprocessing
+    files = [p for p in sorted(images_dir.iterdir()) if p.suffix in (".jpg", ".png")]
+    items = [(p.read_bytes(), f"{n:064x}") for n, p in enumerate(files)]
+    outcomes = decode_jpegs_on_device(items, pre, 10**8, torch.device("cpu"))
+    assert len(outcomes) == len(items)
+    for (data, sha), outcome in zip(items, outcomes, strict=True):
+        assert not isinstance(outcome, Exception)
+        reference = decode_for_model(data, pre, 10**8, sha256=sha)
+        assert (outcome.sha256, outcome.width, outcome.height) == (sha, reference.width, reference.height)
+        crop = np.asarray(outcome.crop)
+        assert crop.shape == reference.crop.shape == (pre.input_size, pre.input_size, 3)
+        # Different decoders and resamplers: close, not identical.
+        assert np.abs(crop.astype(int) - np.asarray(reference.crop).astype(int)).mean() < 6
+
+
+def test_device_decoding_embeds_like_the_pillow_path_and_reports_bad_images(
+    embedder: CountingEmbedder, images_dir: Path
+) -> None:
+    from index.pipeline import embed_decoding_on_device
+
+    items = _read(images_dir)
+    bad = ReadImage(ImageSource(name="bad.jpg", data=b"\xff\xd8\xff broken"), b"\xff\xd8\xff broken", "1" * 64)
+    errors: list[str] = []
+    on_device = [
+        e
+        for b in embed_decoding_on_device([*items, bad], embedder, 10**8, 4, lambda i, _: errors.append(i.source.name))
+        for e in b
+    ]
+    on_host = [e for b in embed_read(items, embedder, 10**8, 4, 2, lambda *_: None) for e in b]
+    assert errors == ["bad.jpg"]
+    assert [e.source.name for e in on_device] == [e.source.name for e in on_host]
+    cosines = np.sum(np.stack([e.embedding for e in on_device]) * np.stack([e.embedding for e in on_host]), axis=1)
+    assert cosines.min() > 0.97
