@@ -281,3 +281,17 @@ def test_root_script_exits_nonzero_with_one_line_for_a_missing_folder(tmp_path: 
     )
     assert_one_line_error(done.returncode, done.stdout, done.stderr, "images folder not found")
     assert "Traceback" not in done.stderr
+
+
+def test_a_cold_root_script_run_prints_everything_and_persists_before_its_fast_exit(tmp_path: Path) -> None:
+    command = [sys.executable, "similarity_analysis.py", "--data_dir", str(tmp_path / "data"), "--top_k", "0"]
+    cold = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert cold.returncode == 0, cold.stderr
+    assert len(ranking(cold.stdout)) == 9
+    assert "10 embedded, 0 already indexed" in cold.stderr
+    # The FAISS file was saved before the process left: reopening finds it complete, nothing to repair.
+    warm = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert warm.returncode == 0, warm.stderr
+    assert ranking(warm.stdout) == ranking(cold.stdout)
+    assert "0 embedded, 10 already indexed" in warm.stderr
+    assert "WARNING" not in warm.stderr
