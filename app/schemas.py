@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -121,8 +121,7 @@ class ImageOut(BaseModel):
             format=info.format,
             model=info.model,
             predictions=predictions_out(info.predictions),
-            # SQLite keeps no time zone; the store writes UTC.
-            created_at=info.created_at if info.created_at.tzinfo else info.created_at.replace(tzinfo=UTC),
+            created_at=info.created_at,
         )
 
 

@@ -154,7 +154,8 @@ def _info(row: ImageRow) -> ImageInfo:
         format=row.format,
         model=row.model,
         predictions=_predictions_from_json(row.predictions),
-        created_at=row.created_at,
+        # SQLite keeps no time zone; the store always writes UTC.
+        created_at=row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC),
     )
 
 
