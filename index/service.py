@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 METRICS: tuple[Metric, ...] = ("cosine", "euclidean", "dot")
 INDEX_FILE = "vectors.faiss"
+# Sources read, hashed and decoded per step of a large ingest (bytes of about 100 MB of typical photos).
+INGEST_CHUNK = 1024
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -243,9 +245,22 @@ class ImageIndex:
         Results come in the order of `sources`. With `strict`, any unusable source raises before anything
         is stored; otherwise it becomes an 'error' result and the rest go on.
 
+        Without `strict`, sources are taken `INGEST_CHUNK` at a time, so a whole photo library is never held
+        in memory at once.
+
         Raises:
             ImageDecodeError, ImageTooLarge: with `strict`, the first bad source.
         """
+        if strict:
+            return self._ingest_chunk(sources, strict=True, progress=progress)
+        results: list[IngestResult] = []
+        for start in range(0, len(sources), INGEST_CHUNK):
+            results.extend(self._ingest_chunk(sources[start : start + INGEST_CHUNK], strict=False, progress=progress))
+        return results
+
+    def _ingest_chunk(
+        self, sources: Sequence[ImageSource], *, strict: bool, progress: Callable[[int], None] | None
+    ) -> list[IngestResult]:
         read = read_sources(sources, self.workers)
         if strict:
             self._raise_first([(item, item.error) for item in read if item.error is not None], read)

@@ -476,3 +476,28 @@ def test_an_hnsw_index_is_repaired_and_deletes_like_the_flat_one(
         filtered = index.search_by_ref("coffee.jpg", k=9, label="tiger cat")[1]
     assert hits == [i for i in expected if i not in (deleted, behind_its_back)]
     assert filtered and deleted not in [h.image.id for h in filtered]
+
+
+def test_a_large_ingest_goes_in_chunks_with_duplicates_and_errors_across_them(
+    settings: Settings, embedder: CountingEmbedder, images_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import index.service
+
+    monkeypatch.setattr(index.service, "INGEST_CHUNK", 3)
+    files = sorted(p for p in images_dir.iterdir() if p.suffix != ".md")
+    cat = (images_dir / "cat.png").read_bytes()
+    sources = [
+        *[ImageSource.from_path(p) for p in files],
+        ImageSource(name="broken.jpg", data=b"not an image"),
+        ImageSource(name="cat-again.png", data=cat),
+        ImageSource(name="cat-third.png", data=cat),
+    ]
+    before = embedder.images_embedded
+    with ImageIndex(settings, embedder) as index:
+        results = index.ingest(sources)
+        assert [r.name for r in results] == [s.name for s in sources]
+        assert [r.status for r in results] == ["added"] * len(files) + ["error", "exists", "exists"]
+        cat_id = next(r.id for r in results if r.name == "cat.png")
+        assert results[-1].id == results[-2].id == cat_id
+        assert len(index.vectors) == len(files)
+    assert embedder.images_embedded - before == len(files)
