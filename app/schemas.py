@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from index.models import Prediction
 from index.service import IndexStats, SearchHit
@@ -13,17 +14,16 @@ from index.store import ImageInfo
 
 
 class PredictionOut(BaseModel):
+    # Built straight from the library's dataclasses (`Prediction`, `ImageInfo`, `IndexStats`) by attribute.
+    model_config = ConfigDict(from_attributes=True)
+
     label: str = Field(description="ImageNet class name (synonyms separated by commas)")
     class_index: int = Field(ge=0, description="ImageNet-1k class index, 0..999")
     score: float = Field(ge=0, le=1, description="Softmax probability")
 
-    @classmethod
-    def of(cls, p: Prediction) -> PredictionOut:
-        return cls(label=p.label, class_index=p.class_index, score=p.score)
-
 
 def predictions_out(preds: list[Prediction]) -> list[PredictionOut]:
-    return [PredictionOut.of(p) for p in preds]
+    return [PredictionOut.model_validate(p) for p in preds]
 
 
 class EmbeddingOut(BaseModel):
@@ -80,13 +80,7 @@ class HitOut(BaseModel):
 
     @classmethod
     def from_info(cls, info: ImageInfo, score: float) -> HitOut:
-        return cls(
-            id=info.id,
-            filename=info.filename,
-            sha256=info.sha256,
-            score=score,
-            predictions=predictions_out(info.predictions),
-        )
+        return cls(id=info.id, filename=info.filename, sha256=info.sha256, score=score, predictions=info.predictions)
 
 
 class SearchResponse(BaseModel):
@@ -96,6 +90,8 @@ class SearchResponse(BaseModel):
 
 
 class ImageOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     filename: str = Field(description="The first name the image was stored under")
     names: list[str] = Field(description="Every name the same bytes were uploaded or found under")
@@ -110,19 +106,7 @@ class ImageOut(BaseModel):
 
     @classmethod
     def of(cls, info: ImageInfo) -> ImageOut:
-        return cls(
-            id=info.id,
-            filename=info.filename,
-            names=info.names,
-            sha256=info.sha256,
-            byte_size=info.byte_size,
-            width=info.width,
-            height=info.height,
-            format=info.format,
-            model=info.model,
-            predictions=predictions_out(info.predictions),
-            created_at=info.created_at,
-        )
+        return cls.model_validate(info)
 
 
 class ImageList(BaseModel):
@@ -151,17 +135,7 @@ class StatsOut(BaseModel):
 
     @classmethod
     def of(cls, stats: IndexStats, limits: LimitsOut) -> StatsOut:
-        return cls(
-            count=stats.count,
-            model=stats.model,
-            embedding=stats.embedding,
-            dim=stats.dim,
-            metric=stats.metric,
-            index_type=stats.index_type,
-            device=stats.device,
-            precision=stats.precision,
-            limits=limits,
-        )
+        return cls.model_validate({**asdict(stats), "limits": limits})
 
 
 class HealthOut(BaseModel):

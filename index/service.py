@@ -113,6 +113,21 @@ def resolve_label(label: str) -> set[int]:
     return matches
 
 
+def choose_index_kind(settings: Settings, count: int) -> str:
+    """The vector index kind for `count` images: the setting, or by size when it is 'auto'."""
+    if settings.index_kind != "auto":
+        return settings.index_kind
+    return "hnsw" if count > settings.exact_search_threshold else "flat"
+
+
+def build_vectors(store: ImageStore, meta: IndexMeta, settings: Settings) -> VectorIndex:
+    """A vector index of every embedding in `store`."""
+    vectors = VectorIndex(meta, hnsw_m=settings.hnsw_m, ef_search=settings.hnsw_ef_search)
+    for ids, batch in store.iter_embeddings():
+        vectors.add(ids, batch)
+    return vectors
+
+
 class ImageIndex:
     """A persistent, searchable collection of images in `settings.data_dir`."""
 
@@ -160,9 +175,7 @@ class ImageIndex:
         return self.store.get_meta("model") or self.embedder.version
 
     def _choose_kind(self, count: int) -> str:
-        if self.settings.index_kind != "auto":
-            return self.settings.index_kind
-        return "hnsw" if count > self.settings.exact_search_threshold else "flat"
+        return choose_index_kind(self.settings, count)
 
     def _open_vectors(self) -> VectorIndex:
         """Load the FAISS file and bring it in line with SQLite; rebuild it when it cannot be trusted."""
@@ -206,14 +219,7 @@ class ImageIndex:
             vectors.save(self.index_path)
 
     def _build_vectors(self, kind: str) -> VectorIndex:
-        vectors = VectorIndex(
-            IndexMeta(model=self.model_version, dim=self.dim, kind=kind),
-            hnsw_m=self.settings.hnsw_m,
-            ef_search=self.settings.hnsw_ef_search,
-        )
-        for ids, batch in self.store.iter_embeddings():
-            vectors.add(ids, batch)
-        return vectors
+        return build_vectors(self.store, IndexMeta(model=self.model_version, dim=self.dim, kind=kind), self.settings)
 
     def flush(self) -> None:
         """Persist the vector index if it changed since the last save."""
@@ -576,30 +582,27 @@ def rebuild_index(
     started = time.perf_counter()
     embedder = Embedder(settings)
     store = ImageStore(settings.data_dir)
-    built_with = store.get_meta("model")
-    reembedded = failed = 0
     try:
+        built_with = store.get_meta("model")
+        reembedded = failed = 0
         if reembed or (built_with is not None and built_with != embedder.version):
             reembedded, failed = _reembed(store, embedder, settings, progress)
-        count = store.count()
+        # Straight from SQLite: the old FAISS file is neither read nor repaired first, only replaced.
+        model = store.get_meta("model") or embedder.version
+        dim = int(store.get_meta("dim") or embedder.dim)
+        kind = choose_index_kind(settings, store.count())
+        vectors = build_vectors(store, IndexMeta(model=model, dim=dim, kind=kind), settings)
+        vectors.save(settings.data_dir / INDEX_FILE)
     finally:
         store.close()
-    index = ImageIndex(settings, embedder, check_model=True)
-    try:
-        kind = index._choose_kind(count)
-        vectors = index._build_vectors(kind)
-        vectors.save(index.index_path)
-        index.vectors = vectors
-        return RebuildReport(
-            count=len(vectors),
-            reembedded=reembedded,
-            failed=failed,
-            index_type=kind,
-            model=index.model_version,
-            seconds=time.perf_counter() - started,
-        )
-    finally:
-        index.store.close()
+    return RebuildReport(
+        count=len(vectors),
+        reembedded=reembedded,
+        failed=failed,
+        index_type=kind,
+        model=model,
+        seconds=time.perf_counter() - started,
+    )
 
 
 def _reembed(

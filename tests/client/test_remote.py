@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from client.cli import main
 from client.remote import chunk_files, rank_folder_remote
 from index.errors import InvalidArgument
 from tests.app.server import free_port, running_server
-from tests.conftest import IMAGES_DIR, encode_image
+from tests.conftest import encode_image
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +23,8 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    folder = tmp_path / "images"
-    shutil.copytree(IMAGES_DIR, folder, ignore=shutil.ignore_patterns("*.md"))
-    return folder
+def folder(images_copy: Path) -> Path:
+    return images_copy
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
