@@ -501,3 +501,12 @@ def test_a_large_ingest_goes_in_chunks_with_duplicates_and_errors_across_them(
         assert results[-1].id == results[-2].id == cat_id
         assert len(index.vectors) == len(files)
     assert embedder.images_embedded - before == len(files)
+
+
+def test_opening_an_index_whose_size_calls_for_another_kind_says_how_to_switch(
+    sample_settings: Settings, embedder: CountingEmbedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    small_threshold = Settings(**{**sample_settings.model_dump(), "exact_search_threshold": 5})
+    with caplog.at_level("WARNING", logger="index.service"), ImageIndex(small_threshold, embedder) as index:
+        assert index.vectors.meta.kind == "flat", "switching kinds is left to rebuild-index"
+    assert any("call for hnsw" in r.getMessage() and "rebuild-index" in r.getMessage() for r in caplog.records)
