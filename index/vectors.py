@@ -47,10 +47,17 @@ class IndexMeta:
     kind: str  # "flat" or "hnsw"
 
 
+_UNIT_SQUARED_RESOLUTION = 8 * float(np.finfo(np.float32).eps)
+
+
 def scores_for_metric(inner: NDArray[np.float32], metric: str) -> NDArray[np.float32]:
     """Turn inner products of unit vectors into the metric's score (similarity, or distance for euclidean)."""
     if metric == "euclidean":
-        return np.sqrt(np.clip(2.0 - 2.0 * inner, 0.0, None)).astype(np.float32)
+        squared = 2.0 - 2.0 * inner.astype(np.float64)
+        # A float32 unit vector's norm is 1 only to about 1e-7, which the square root would blow up into a
+        # distance of 3e-4 between an image and itself: below that resolution the distance is 0.
+        squared[squared < _UNIT_SQUARED_RESOLUTION] = 0.0
+        return np.sqrt(squared).astype(np.float32)
     return inner.astype(np.float32, copy=False)
 
 
