@@ -8,13 +8,12 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from client.report import RankReport, format_table
 from index.config import Settings, get_settings
 from index.errors import ImgsimError
-from index.models import Prediction
 
 DESCRIPTION = """Rank every image of a folder by similarity to a reference image.
 
@@ -34,26 +33,6 @@ example:
   rebuild-index --data_dir data
   rebuild-index --data_dir data --model efficientnet_lite2 --reembed
 """
-
-
-@dataclass(frozen=True)
-class RankedImage:
-    """One row of the printed ranking."""
-
-    file: str
-    score: float
-    predictions: list[Prediction]
-
-
-@dataclass(frozen=True)
-class RankReport:
-    reference: str
-    metric: str
-    rows: list[RankedImage]
-    added: int
-    existing: int
-    skipped: list[tuple[str, str]]  # (file, why)
-    seconds: float
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,27 +82,6 @@ def _fail(message: str) -> int:
     return 1
 
 
-def format_table(report: RankReport) -> str:
-    """The ranking as an aligned text table."""
-    score_name = "distance" if report.metric == "euclidean" else "similarity"
-    header = ("rank", "file", score_name, "top predictions")
-    rows = [
-        (
-            str(n),
-            r.file,
-            f"{r.score:.4f}",
-            "; ".join(f"{p.label.split(',')[0]} {p.score:.0%}" for p in r.predictions[:2]),
-        )
-        for n, r in enumerate(report.rows, start=1)
-    ]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines = [f"Reference: {report.reference}   metric: {report.metric}"]
-    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
-    lines.append("  ".join("-" * w for w in widths))
-    lines.extend("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
-    return "\n".join(lines)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `similarity_analysis`."""
     args = build_parser().parse_args(argv)
@@ -159,7 +117,7 @@ def rebuild_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `rebuild-index`."""
     args = build_rebuild_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from index.service import rebuild_index
+    from index.rebuild import rebuild_index
 
     settings = _settings(args)
     started = time.perf_counter()

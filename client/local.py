@@ -7,11 +7,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from client.cli import RankedImage, RankReport
+from client.report import RankedImage, RankReport
 from index.config import Settings
 from index.errors import InvalidArgument
+from index.ingest import list_image_files
 from index.pipeline import ImageSource
-from index.service import ImageIndex, list_image_files
+from index.service import ImageIndex
 
 PROGRESS_MIN_IMAGES = 50
 

@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from client.cli import RankedImage, RankReport
 from client.local import PROGRESS_MIN_IMAGES, reference_in_folder
+from client.report import RankedImage, RankReport
 from index.errors import ImgsimError, InvalidArgument
-from index.models import Prediction
-from index.service import list_image_files
+from index.ingest import list_image_files
+from index.registry import Prediction
 
 MULTIPART_OVERHEAD = 1024  # bytes of part headers allowed per file when packing a request under the limit
 
