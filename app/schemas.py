@@ -8,8 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from index.models import Prediction
-from index.service import IndexStats, SearchHit
+from index.registry import Prediction
+from index.search import SearchHit
+from index.service import IndexStats
 from index.store import ImageInfo
 
 

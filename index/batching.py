@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from index.config import Settings
-from index.models import Embedder, EmbedResult
+from index.embedder import Embedder, EmbedResult
 
 if TYPE_CHECKING:
     import torch

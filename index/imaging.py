@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from index.errors import ImageDecodeError, ImageTooLarge, ImgsimError, UnsupportedImageFormat
-from index.models import Preprocessing
+from index.registry import Preprocessing
 
 if TYPE_CHECKING:
     import torch

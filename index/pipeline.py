@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
+from index.embedder import Embedder
 from index.errors import ImageDecodeError, ImageTooLarge, ImgsimError
 from index.imaging import DecodedImage, decode_for_model, decode_jpegs_on_device, sha256_hex
-from index.models import Embedder, Prediction
+from index.registry import Prediction
 
 if TYPE_CHECKING:
     import torch

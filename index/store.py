@@ -36,7 +36,7 @@ from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload, sessionmaker
 
 from index.errors import InvalidArgument
-from index.models import Prediction
+from index.registry import Prediction
 
 
 class Base(DeclarativeBase):

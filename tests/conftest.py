@@ -13,7 +13,8 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from index.config import Settings
-from index.models import Embedder, EmbedResult, resolve_embedding
+from index.embedder import Embedder, EmbedResult
+from index.registry import resolve_embedding
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGES_DIR = REPO_ROOT / "images"

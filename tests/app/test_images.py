@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from index.models import Embedder
+from index.embedder import Embedder
 from tests.app.conftest import SAMPLE_PHOTOS, ingest_photos
 from tests.conftest import IMAGES_DIR
 

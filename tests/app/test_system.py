@@ -4,7 +4,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from index.config import Settings
-from index.models import Embedder
+from index.embedder import Embedder
 
 
 def test_health_answers_ok(photo_client: TestClient) -> None:

@@ -193,8 +193,8 @@ def load_crops(folder: Path, embedder: Any, count: int) -> NDArray[np.uint8]:
 
 
 def bench_embed(folder: Path, work: Path, batch_size: int, rounds: int = 3) -> list[Row]:
+    from index.embedder import Embedder
     from index.imaging import decode_for_model
-    from index.models import Embedder
 
     embedders = {p: Embedder(settings_for(work / "embed", precision=p)).load() for p in ("fp32", "auto")}
     auto = embedders["auto"]
@@ -440,8 +440,8 @@ def bench_search(
 
 
 def bench_quality(folder: Path, work: Path, batch_size: int) -> list[Row]:
+    from index.embedder import Embedder
     from index.imaging import decode_for_model
-    from index.models import Embedder
 
     files = sorted(folder.iterdir())
     results: dict[str, tuple[NDArray[np.float32], NDArray[np.int64]]] = {}

@@ -14,7 +14,7 @@ import pytest
 
 from client.cli import main, rebuild_main
 from index.config import Settings
-from index.models import Embedder, EmbedResult
+from index.embedder import Embedder, EmbedResult
 from index.store import ImageStore
 from tests.conftest import CAT_VARIANTS, REPO_ROOT, model_version
 

@@ -9,8 +9,8 @@ from numpy.typing import NDArray
 
 from index.batching import BatchingEmbedder, MicroBatcher
 from index.config import Settings
+from index.embedder import Embedder, EmbedResult
 from index.imaging import decode_for_model
-from index.models import Embedder, EmbedResult
 from tests.conftest import IMAGES_DIR
 
 NAMES = ["cat.png", "coffee.jpg", "rocket.jpg", "coins.jpg", "camera.jpg", "astronaut.jpg"]

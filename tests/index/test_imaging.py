@@ -13,7 +13,7 @@ from PIL import Image
 
 from index.errors import ImageDecodeError, ImageTooLarge, UnsupportedImageFormat
 from index.imaging import decode_for_model, open_image, sha256_hex
-from index.models import Preprocessing
+from index.registry import Preprocessing
 from tests.conftest import ImageFactory
 
 PRE = Preprocessing(input_size=224, crop_pct=0.875, interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3)

@@ -9,17 +9,11 @@ import numpy as np
 import pytest
 
 from index.config import Settings
+from index.embedder import Embedder, select_precision
 from index.errors import UnknownModel, WeightsNotFound
 from index.imaging import decode_for_model
-from index.models import (
-    REGISTRY,
-    Embedder,
-    imagenet_labels,
-    map_lite_checkpoint_keys,
-    resolve_embedding,
-    resolve_model,
-    select_precision,
-)
+from index.registry import REGISTRY, imagenet_labels, resolve_embedding, resolve_model
+from index.weights import map_lite_checkpoint_keys
 from tests.conftest import CountingEmbedder, model_version
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from index.config import Settings
+from index.embedder import Embedder
 from index.errors import ImageDecodeError
-from index.models import Embedder
 from index.pipeline import ImageSource, ReadImage, decode_stream, embed_read, read_sources
 from tests.conftest import CountingEmbedder
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from index.config import Settings
+from index.embedder import Embedder
 from index.errors import ImageDecodeError, InvalidArgument, ModelMismatch
-from index.models import Embedder
-from index.service import INDEX_FILE, ImageIndex, rebuild_index
+from index.rebuild import INDEX_FILE, rebuild_index
+from index.service import ImageIndex
 from index.vectors import VectorIndex
 from tests.conftest import CAT_VARIANTS, CountingEmbedder, model_version
 

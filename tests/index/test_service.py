@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from index.config import Settings
+from index.embedder import Embedder
 from index.errors import (
     AmbiguousReference,
     ImageDecodeError,
@@ -19,9 +20,10 @@ from index.errors import (
     ModelMismatch,
     UnknownReference,
 )
-from index.models import EMBEDDINGS, Embedder, resolve_embedding
 from index.pipeline import ImageSource
-from index.service import INDEX_FILE, ImageIndex
+from index.rebuild import INDEX_FILE
+from index.registry import EMBEDDINGS, resolve_embedding
+from index.service import ImageIndex
 from index.vectors import VectorIndex
 from tests.conftest import CAT_VARIANTS, REPO_ROOT, CountingEmbedder, ImageFactory, model_version
 
@@ -454,7 +456,7 @@ def test_a_process_killed_between_sqlite_commit_and_faiss_save_loses_nothing(
 def test_an_hnsw_index_is_repaired_and_deletes_like_the_flat_one(
     sample_settings: Settings, embedder: CountingEmbedder
 ) -> None:
-    from index.service import rebuild_index
+    from index.rebuild import rebuild_index
 
     hnsw = Settings(**{**sample_settings.model_dump(), "index_kind": "hnsw"})
     assert rebuild_index(hnsw).index_type == "hnsw"
@@ -481,9 +483,9 @@ def test_an_hnsw_index_is_repaired_and_deletes_like_the_flat_one(
 def test_a_large_ingest_goes_in_chunks_with_duplicates_and_errors_across_them(
     settings: Settings, embedder: CountingEmbedder, images_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import index.service
+    import index.ingest
 
-    monkeypatch.setattr(index.service, "INGEST_CHUNK", 3)
+    monkeypatch.setattr(index.ingest, "INGEST_CHUNK", 3)
     files = sorted(p for p in images_dir.iterdir() if p.suffix != ".md")
     cat = (images_dir / "cat.png").read_bytes()
     sources = [

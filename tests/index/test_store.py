@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from index.errors import InvalidArgument
-from index.models import Prediction
+from index.registry import Prediction
 from index.store import ImageStore, NewImage
 from tests.conftest import unit_vectors
 

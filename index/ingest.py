@@ -1,0 +1,244 @@
+"""Ingest: read and hash sources, decode and embed only new content, store each batch in SQLite and FAISS.
+
+A pipeline of stages (read/hash -> decode -> embed -> write) that `index.pipeline` overlaps; this module
+decides what is new, keeps results in the order of the sources, and writes under the index's one lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from index.config import Settings
+from index.embedder import Embedder
+from index.errors import ImgsimError, InvalidArgument
+from index.pipeline import EmbeddedImage, ImageSource, ReadImage, embed_read, read_sources
+from index.registry import Prediction
+from index.store import ImageStore, NewImage
+from index.vectors import VectorIndex
+
+# Sources read, hashed and decoded per step of a large ingest (bytes of about 100 MB of typical photos).
+INGEST_CHUNK = 1024
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What happened to one source: added, already stored ('exists'), or an error message."""
+
+    name: str
+    path: str
+    status: Literal["added", "exists", "error"]
+    id: int | None = None
+    sha256: str | None = None
+    predictions: list[Prediction] = field(default_factory=list)
+    error: ImgsimError | None = None
+
+
+def list_image_files(folder: Path) -> list[Path]:
+    """Image files directly in `folder` (by extension), sorted by name.
+
+    Raises:
+        InvalidArgument: `folder` is not a directory.
+    """
+    if not folder.is_dir():
+        raise InvalidArgument(f"images folder not found: {folder}")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def raise_first(errors: Sequence[tuple[ReadImage, ImgsimError]], read: Sequence[ReadImage]) -> None:
+    """Raise the error of the earliest source that failed, naming it.
+
+    Raises:
+        ImageDecodeError, ImageTooLarge: when `errors` is not empty.
+    """
+    if not errors:
+        return
+    order = {id(item.source): pos for pos, item in enumerate(read)}
+    item, exc = min(errors, key=lambda e: order.get(id(e[0].source), len(read)))
+    raise type(exc)(f"{item.source.name}: {exc}") from exc
+
+
+class Ingestor:
+    """Adds images to a store and its vector index; one writer at a time, through `write_lock`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: Embedder,
+        store: ImageStore,
+        vectors: VectorIndex,
+        write_lock: threading.Lock,
+        workers: int,
+    ) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.store = store
+        self.vectors = vectors
+        self._write_lock = write_lock
+        self.workers = workers
+
+    def ingest(
+        self,
+        sources: Sequence[ImageSource],
+        *,
+        strict: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[IngestResult]:
+        """Store every source not stored yet; content already stored only gains the new name.
+
+        Results come in the order of `sources`. With `strict`, any unusable source raises before anything
+        is stored; otherwise it becomes an 'error' result and the rest go on.
+
+        Without `strict`, sources are taken `INGEST_CHUNK` at a time, so a whole photo library is never held
+        in memory at once.
+
+        Raises:
+            ImageDecodeError, ImageTooLarge: with `strict`, the first bad source.
+        """
+        if strict:
+            return self._ingest_chunk(sources, strict=True, progress=progress)
+        results: list[IngestResult] = []
+        for start in range(0, len(sources), INGEST_CHUNK):
+            results.extend(self._ingest_chunk(sources[start : start + INGEST_CHUNK], strict=False, progress=progress))
+        return results
+
+    def _ingest_chunk(
+        self, sources: Sequence[ImageSource], *, strict: bool, progress: Callable[[int], None] | None
+    ) -> list[IngestResult]:
+        read = read_sources(sources, self.workers)
+        if strict:
+            raise_first([(item, item.error) for item in read if item.error is not None], read)
+        by_sha: dict[str, IngestResult] = {}  # outcome per content, for every duplicate of it
+        known = self.store.ids_by_sha(r.sha256 for r in read if r.error is None)
+        if known:
+            infos = self.store.get_many(list(set(known.values())))
+            for sha, image_id in known.items():
+                preds = infos[image_id].predictions if image_id in infos else []
+                by_sha[sha] = IngestResult("", "", "exists", image_id, sha, preds)
+        new: dict[str, ReadImage] = {}
+        for item in read:
+            if item.error is None and item.sha256 not in known:
+                new.setdefault(item.sha256, item)
+        if progress and len(read) > len(new):
+            progress(len(read) - len(new))
+        errors: list[tuple[ReadImage, ImgsimError]] = []
+
+        def failed(item: ReadImage, exc: ImgsimError) -> None:
+            errors.append((item, exc))
+            by_sha[item.sha256] = IngestResult("", "", "error", sha256=item.sha256, error=exc)
+            if progress:
+                progress(1)
+
+        cfg = self.settings
+        batches = embed_read(
+            list(new.values()),
+            self.embedder,
+            cfg.max_image_pixels,
+            cfg.batch_size,
+            self.workers,
+            failed,
+            cfg.device_decode,
+        )
+        if strict:
+            # All or nothing: every image is decoded and embedded (once) before the first one is stored.
+            held = list(batches)
+            raise_first(errors, read)
+            batches = iter(held)
+        for batch in batches:
+            by_sha.update((r.sha256 or "", r) for r in self._store_batch(batch))
+            if progress:
+                progress(len(batch))
+        return self._finish_results(read, by_sha)
+
+    def _finish_results(self, read: Sequence[ReadImage], by_sha: dict[str, IngestResult]) -> list[IngestResult]:
+        """One result per source; names of sources whose content was already stored are recorded."""
+        results: list[IngestResult] = []
+        names: list[tuple[int, str, str]] = []
+        reported: set[str] = set()
+        for item in read:
+            src = item.source
+            outcome = by_sha.get(item.sha256) if item.error is None else None
+            if outcome is None:
+                results.append(IngestResult(src.name, src.path, "error", error=item.error))
+                continue
+            # Only the first source of newly added content reports 'added'; its duplicates 'exists'.
+            status = outcome.status if item.sha256 not in reported else "exists"
+            if outcome.status == "error":
+                status = "error"
+            reported.add(item.sha256)
+            if outcome.id is not None:
+                names.append((outcome.id, src.name, src.path))
+            results.append(
+                IngestResult(src.name, src.path, status, outcome.id, item.sha256, outcome.predictions, outcome.error)
+            )
+        self.store.add_names(names)
+        return results
+
+    def _store_batch(self, batch: Sequence[EmbeddedImage]) -> list[IngestResult]:
+        new_images = [
+            NewImage(
+                sha256=e.decoded.sha256,
+                byte_size=e.decoded.byte_size,
+                width=e.decoded.width,
+                height=e.decoded.height,
+                format=e.decoded.format,
+                predictions=e.predictions,
+                embedding=e.embedding,
+                name=e.source.name,
+                path=e.source.path,
+            )
+            for e in batch
+        ]
+        self.store.write_blobs([(e.decoded.sha256, e.data) for e in batch])
+        # One writer at a time: the existence check and the insert happen under this lock (and inside one
+        # SQLite transaction), so concurrent uploads of the same bytes create exactly one record.
+        with self._write_lock:
+            if self.store.get_meta("model") is None:
+                self.store.set_meta({"model": self.embedder.version, "dim": str(self.embedder.dim)})
+            inserted = self.store.insert(new_images, self.embedder.version, self.embedder.weights_hash)
+            added = [(inserted[e.decoded.sha256][0], e.embedding) for e in batch if inserted[e.decoded.sha256][1]]
+            if added:
+                self.vectors.add(np.array([a[0] for a in added], np.int64), np.stack([a[1] for a in added]))
+        return [
+            IngestResult(
+                e.source.name,
+                e.source.path,
+                "added" if inserted[e.decoded.sha256][1] else "exists",
+                inserted[e.decoded.sha256][0],
+                e.decoded.sha256,
+                e.predictions,
+            )
+            for e in batch
+        ]
+
+    # --- embed / classify without storing ---
+
+    def embed(self, sources: Sequence[ImageSource]) -> list[tuple[str, NDArray[np.float32], list[Prediction]]]:
+        """(sha256, embedding, predictions) per source, in order; nothing is stored.
+
+        Raises:
+            ImageDecodeError, ImageTooLarge: the first source that is not a usable image.
+        """
+        read = read_sources(sources, self.workers)
+        errors: list[tuple[ReadImage, ImgsimError]] = []
+        out: list[tuple[str, NDArray[np.float32], list[Prediction]]] = []
+        cfg = self.settings
+        for batch in embed_read(
+            read,
+            self.embedder,
+            cfg.max_image_pixels,
+            cfg.batch_size,
+            self.workers,
+            lambda i, e: errors.append((i, e)),
+            cfg.device_decode,
+        ):
+            out.extend((e.decoded.sha256, e.embedding, e.predictions) for e in batch)
+        raise_first(errors, read)
+        return out

@@ -1,0 +1,143 @@
+"""Search: resolve a reference, find nearest neighbours in the vector index, score a known set."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from index.config import Metric
+from index.errors import AmbiguousReference, InvalidArgument, UnknownReference
+from index.pipeline import ImageSource
+from index.registry import Prediction, imagenet_labels
+from index.store import ImageInfo, ImageStore
+from index.vectors import VectorIndex, scores_for_metric
+
+METRICS: tuple[Metric, ...] = ("cosine", "euclidean", "dot")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+# (sha256, embedding, predictions) per source, in order: what `Ingestor.embed` returns.
+EmbedFn = Callable[[Sequence[ImageSource]], list[tuple[str, NDArray[np.float32], list[Prediction]]]]
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    image: ImageInfo
+    score: float
+
+
+def resolve_label(label: str) -> set[int]:
+    """ImageNet class indices whose name matches `label` (case-insensitive; any synonym, or the full name).
+
+    Raises:
+        InvalidArgument: no class has that name.
+    """
+    wanted = label.strip().lower()
+    matches = {
+        i
+        for i, name in enumerate(imagenet_labels())
+        if wanted == name.lower() or wanted in (s.strip().lower() for s in name.split(","))
+    }
+    if not matches:
+        raise InvalidArgument(f"no ImageNet class is called {label!r}")
+    return matches
+
+
+class Searcher:
+    """Read-only queries over a store and its vector index."""
+
+    def __init__(self, store: ImageStore, vectors: VectorIndex, embed: EmbedFn) -> None:
+        self.store = store
+        self.vectors = vectors
+        self._embed = embed
+
+    def resolve_ref(self, ref: str) -> ImageInfo:
+        """The stored image named by `ref`: an id, a SHA-256, or a file name that names exactly one image.
+
+        Raises:
+            UnknownReference: nothing matches.
+            AmbiguousReference: a file name matches several images.
+        """
+        ref = ref.strip()
+        # ASCII digits only ('²'.isdigit() is true but int() refuses it), and within SQLite's 64-bit integers.
+        if ref.isascii() and ref.isdigit() and int(ref) < 2**63 and (info := self.store.get(int(ref))) is not None:
+            return info
+        if _SHA256.match(ref.lower()) and (info := self.store.find_by_sha(ref.lower())) is not None:
+            return info
+        ids = self.store.ids_by_name(ref)
+        if not ids:
+            raise UnknownReference(f"no stored image matches {ref!r}")
+        if len(ids) > 1:
+            raise AmbiguousReference(f"{ref!r} names {len(ids)} different images; use an id or a SHA-256")
+        info = self.store.get(ids[0])
+        if info is None:
+            raise UnknownReference(f"no stored image matches {ref!r}")
+        return info
+
+    def search_vector(
+        self,
+        query: NDArray[np.float32],
+        k: int = 10,
+        metric: str = "cosine",
+        label: str | None = None,
+        exclude: frozenset[int] = frozenset(),
+    ) -> list[SearchHit]:
+        """The k stored images nearest to `query`, best first.
+
+        Raises:
+            InvalidArgument: bad k, metric or label.
+        """
+        if metric not in METRICS:
+            raise InvalidArgument(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+        if k < 1:
+            raise InvalidArgument("k must be at least 1")
+        allowed = self.store.ids_with_labels(resolve_label(label)) if label else None
+        if allowed is not None and len(allowed) == 0:
+            return []
+        if len(self.vectors) == 0:
+            return []
+        scores, ids = self.vectors.search(query.reshape(1, -1), k + len(exclude), allowed)
+        pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and i not in exclude]
+        infos = self.store.get_many([i for i, _ in pairs])
+        metric_scores = scores_for_metric(np.array([s for _, s in pairs], np.float32), metric)
+        # Vectors whose row is gone (deleted after the search started) are dropped, never returned.
+        hits = [SearchHit(infos[i], float(m)) for (i, _), m in zip(pairs, metric_scores, strict=True) if i in infos]
+        return hits[:k]
+
+    def search_by_ref(
+        self, ref: str, k: int = 10, metric: str = "cosine", label: str | None = None
+    ) -> tuple[ImageInfo, list[SearchHit]]:
+        """Nearest neighbours of a stored image, the image itself left out.
+
+        Raises:
+            UnknownReference, AmbiguousReference, InvalidArgument.
+        """
+        info = self.resolve_ref(ref)
+        query = self.store.embeddings([info.id], self.vectors.meta.dim)[0]
+        return info, self.search_vector(query, k, metric, label, exclude=frozenset({info.id}))
+
+    def search_by_image(
+        self, data: bytes, name: str, k: int = 10, metric: str = "cosine", label: str | None = None
+    ) -> tuple[str, list[SearchHit]]:
+        """Nearest neighbours of an image that need not be stored (nothing is stored). Returns its sha256.
+
+        Raises:
+            ImageDecodeError, ImageTooLarge, InvalidArgument.
+        """
+        ((sha, vector, _preds),) = self._embed([ImageSource(name=name, data=data)])
+        return sha, self.search_vector(vector, k, metric, label)
+
+    def rank(self, ref_id: int, candidate_ids: Sequence[int], metric: str = "cosine") -> list[tuple[int, float]]:
+        """Exact scores of `candidate_ids` against a stored image, best first (for ranking a known set)."""
+        if metric not in METRICS:
+            raise InvalidArgument(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+        dim = self.vectors.meta.dim
+        query = self.store.embeddings([ref_id], dim)[0]
+        unique = list(dict.fromkeys(candidate_ids))
+        inner = self.store.embeddings(unique, dim) @ query
+        scores = scores_for_metric(inner, metric)
+        order = np.argsort(scores if metric == "euclidean" else -scores, kind="stable")
+        return [(unique[i], float(scores[i])) for i in order]
