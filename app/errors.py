@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from index.errors import (
     AmbiguousReference,
@@ -49,7 +49,9 @@ def status_for(exc: ImgsimError) -> int:
 class ErrorOut(BaseModel):
     """Every 4xx/5xx answer: `detail` says what was wrong (a list of field errors for validation errors)."""
 
-    detail: str | list[dict[str, Any]]
+    detail: str | list[dict[str, Any]] = Field(
+        description="What was wrong: a sentence, or for invalid parameters a list of {loc, msg, type} entries"
+    )
 
 
 _DESCRIPTIONS = {

@@ -8,9 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.middleware import BodySizeLimit
-from app.routes import images, inference, ingest, search, system
+from app.routes import compat, images, inference, ingest, search, system
 from index.batching import BatchingEmbedder
 from index.config import Settings, get_settings
 from index.service import ImageIndex
@@ -51,13 +52,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API over the index in `settings.data_dir` (default: the environment's settings)."""
     settings = settings or get_settings()
-    app = FastAPI(title="imgsim", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # The docs pages are served from local files (app/docs.py), not FastAPI's CDN-based defaults.
+    app = FastAPI(
+        title="imgsim", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.settings = settings
     app.state.index = None
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     for module in (system, inference, ingest, search, images):
         app.include_router(module.router)
+    app.include_router(compat.router)
+    # Outermost, so that it also reshapes errors answered before routing (e.g. the body size limit).
+    app.add_middleware(compat.MessageErrors)
+    install_docs(app)
     return app
 
 

@@ -1,17 +1,43 @@
-"""Response models: the JSON shapes the API promises (and the OpenAPI schema documents)."""
+"""Request and response models: the shapes the API promises (and the OpenAPI schema documents)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
+from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
 from index.registry import Prediction
 from index.search import SearchHit
 from index.service import IndexStats
 from index.store import ImageInfo
+
+SHA_CAT = "9540e8d656047041ae92c8c19f8aeb2baa4ede5a17030470e8a1cfc7bb26182a"
+SHA_CROP = "7e0b67f70572c35cfed8443362c7fa82bf94061e4884d6af098175e8012a9221"
+CAT_PREDICTIONS: list[dict[str, Any]] = [
+    {"label": "Egyptian cat", "class_index": 285, "score": 0.3765},
+    {"label": "tiger cat", "class_index": 282, "score": 0.3728},
+    {"label": "tabby, tabby cat", "class_index": 281, "score": 0.1697},
+]
+
+
+def examples(*values: dict[str, Any]) -> ConfigDict:
+    """A model config whose JSON schema shows these example values (in /docs and /redoc)."""
+    return ConfigDict(json_schema_extra={"examples": list(values)})
+
+
+class UploadFiles(BaseModel):
+    """Images as multipart/form-data: one part named `files` per image."""
+
+    files: list[UploadFile] = Field(description="One or more images (JPEG, PNG, WebP, GIF, BMP, TIFF)")
+
+
+class QueryImage(BaseModel):
+    """One image as multipart/form-data, in a part named `file`."""
+
+    file: UploadFile = Field(description="The query image (it is not stored)")
 
 
 class PredictionOut(BaseModel):
@@ -28,52 +54,82 @@ def predictions_out(preds: list[Prediction]) -> list[PredictionOut]:
 
 
 class EmbeddingOut(BaseModel):
-    filename: str
-    sha256: str
+    filename: str = Field(description="The uploaded file's name, without any directory part")
+    sha256: str = Field(description="SHA-256 of the uploaded bytes (hex)")
     embedding: list[float] = Field(description="L2-normalised vector of length `dim`")
 
 
 class EmbedResponse(BaseModel):
+    model_config = examples(
+        {
+            "model": "efficientnet_lite0:gem3+logits1.3",
+            "dim": 2280,
+            "results": [{"filename": "cat.png", "sha256": SHA_CAT, "embedding": [0.0132, -0.0041, 0.0275]}],
+        }
+    )
+
     model: str = Field(description="Model and embedding definition, e.g. 'efficientnet_lite0:mean'")
-    dim: int
-    results: list[EmbeddingOut]
+    dim: int = Field(description="Length of every embedding")
+    results: list[EmbeddingOut] = Field(description="One per uploaded file, in upload order")
 
 
 class PredictionsOut(BaseModel):
-    filename: str
-    sha256: str
+    filename: str = Field(description="The uploaded file's name, without any directory part")
+    sha256: str = Field(description="SHA-256 of the uploaded bytes (hex)")
     predictions: list[PredictionOut] = Field(description="Best first")
 
 
 class PredictResponse(BaseModel):
-    model: str
-    results: list[PredictionsOut]
+    model_config = examples(
+        {
+            "model": "efficientnet_lite0:gem3+logits1.3",
+            "results": [{"filename": "cat.png", "sha256": SHA_CAT, "predictions": CAT_PREDICTIONS}],
+        }
+    )
+
+    model: str = Field(description="Model and embedding definition that produced the predictions")
+    results: list[PredictionsOut] = Field(description="One per uploaded file, in upload order")
 
 
 class IngestedOut(BaseModel):
-    id: int
-    filename: str
-    sha256: str
+    id: int = Field(description="The stored image's id (the existing one when the bytes were already stored)")
+    filename: str = Field(description="The uploaded file's name, without any directory part")
+    sha256: str = Field(description="SHA-256 of the uploaded bytes (hex): the image's identity")
     status: Literal["added", "exists"] = Field(description="'exists' when the same bytes were already stored")
-    predictions: list[PredictionOut]
+    predictions: list[PredictionOut] = Field(description="Top ImageNet classes, best first")
 
 
 class IngestResponse(BaseModel):
+    model_config = examples(
+        {
+            "results": [
+                {"id": 1, "filename": "cat.png", "sha256": SHA_CAT, "status": "added", "predictions": CAT_PREDICTIONS},
+                {
+                    "id": 1,
+                    "filename": "cat copy.png",
+                    "sha256": SHA_CAT,
+                    "status": "exists",
+                    "predictions": CAT_PREDICTIONS,
+                },
+            ]
+        }
+    )
+
     results: list[IngestedOut] = Field(description="One per uploaded file, in upload order")
 
 
 class QueryOut(BaseModel):
     id: int | None = Field(description="The stored image searched from; null for an uploaded image")
-    filename: str
-    sha256: str
+    filename: str = Field(description="Its (first) file name")
+    sha256: str = Field(description="SHA-256 of its bytes (hex)")
 
 
 class HitOut(BaseModel):
-    id: int
-    filename: str
-    sha256: str
+    id: int = Field(description="Stored image id")
+    filename: str = Field(description="The first name the image was stored under")
+    sha256: str = Field(description="SHA-256 of its bytes (hex)")
     score: float = Field(description="Similarity for cosine and dot (higher is closer); distance for euclidean")
-    predictions: list[PredictionOut]
+    predictions: list[PredictionOut] = Field(description="Its top ImageNet classes, best first")
 
     @classmethod
     def of(cls, hit: SearchHit) -> HitOut:
@@ -85,25 +141,41 @@ class HitOut(BaseModel):
 
 
 class SearchResponse(BaseModel):
-    query: QueryOut
-    metric: Literal["cosine", "euclidean", "dot"]
+    model_config = examples(
+        {
+            "query": {"id": 1, "filename": "cat.png", "sha256": SHA_CAT},
+            "metric": "cosine",
+            "results": [
+                {
+                    "id": 2,
+                    "filename": "cat_crop.jpg",
+                    "sha256": SHA_CROP,
+                    "score": 0.9673,
+                    "predictions": CAT_PREDICTIONS,
+                }
+            ],
+        }
+    )
+
+    query: QueryOut = Field(description="The image searched from")
+    metric: Literal["cosine", "euclidean", "dot"] = Field(description="The metric `score` is in")
     results: list[HitOut] = Field(description="Best first: highest similarity, or smallest euclidean distance")
 
 
 class ImageOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
-    id: int
+    id: int = Field(description="Stored image id (never reused)")
     filename: str = Field(description="The first name the image was stored under")
     names: list[str] = Field(description="Every name the same bytes were uploaded or found under")
-    sha256: str
-    byte_size: int
-    width: int
-    height: int
-    format: str
-    model: str
-    predictions: list[PredictionOut]
-    created_at: datetime
+    sha256: str = Field(description="SHA-256 of its bytes (hex): the image's identity")
+    byte_size: int = Field(description="Size of the stored bytes")
+    width: int = Field(description="Width in pixels (after EXIF orientation)")
+    height: int = Field(description="Height in pixels (after EXIF orientation)")
+    format: str = Field(description="Image format, e.g. 'JPEG' or 'PNG'")
+    model: str = Field(description="Model and embedding definition of its stored embedding")
+    predictions: list[PredictionOut] = Field(description="Top ImageNet classes, best first")
+    created_at: datetime = Field(description="When it was first stored (UTC)")
 
     @classmethod
     def of(cls, info: ImageInfo) -> ImageOut:
@@ -111,28 +183,28 @@ class ImageOut(BaseModel):
 
 
 class ImageList(BaseModel):
-    total: int
-    offset: int
-    limit: int
-    items: list[ImageOut]
+    total: int = Field(description="Number of stored images")
+    offset: int = Field(description="Images skipped before this page")
+    limit: int = Field(description="Largest page size asked for")
+    items: list[ImageOut] = Field(description="This page, in id order")
 
 
 class LimitsOut(BaseModel):
-    max_upload_bytes: int
-    max_files_per_request: int
-    max_image_pixels: int
+    max_upload_bytes: int = Field(description="Largest request body")
+    max_files_per_request: int = Field(description="Most files in one upload")
+    max_image_pixels: int = Field(description="Largest image, in pixels (refused before decoding)")
 
 
 class StatsOut(BaseModel):
-    count: int
-    model: str
-    embedding: str
-    dim: int
+    count: int = Field(description="Number of stored images")
+    model: str = Field(description="Model name")
+    embedding: str = Field(description="Embedding definition")
+    dim: int = Field(description="Vector length")
     metric: str = Field(description="The default metric")
     index_type: str = Field(description="'flat' (exact) or 'hnsw' (approximate)")
-    device: str
-    precision: str
-    limits: LimitsOut
+    device: str = Field(description="Where inference runs, e.g. 'cpu' or 'cuda:0'")
+    precision: str = Field(description="Inference precision, e.g. 'float32' or 'bfloat16'")
+    limits: LimitsOut = Field(description="Request limits")
 
     @classmethod
     def of(cls, stats: IndexStats, limits: LimitsOut) -> StatsOut:
@@ -140,9 +212,9 @@ class StatsOut(BaseModel):
 
 
 class HealthOut(BaseModel):
-    status: Literal["ok"] = "ok"
+    status: Literal["ok"] = Field(default="ok", description="Always 'ok' while the process answers")
 
 
 class ReadyOut(BaseModel):
-    status: Literal["ready", "starting"]
-    model: str | None = None
+    status: Literal["ready", "starting"] = Field(description="'ready' once requests will be served")
+    model: str | None = Field(default=None, description="Model and embedding definition, once loaded")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter, File
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import IndexDep, SettingsDep
 from app.errors import UPLOAD_ERRORS
-from app.schemas import IngestedOut, IngestResponse, predictions_out
+from app.schemas import IngestedOut, IngestResponse, UploadFiles, predictions_out
 from app.uploads import read_uploads
 
 router = APIRouter(tags=["ingest"])
@@ -19,13 +19,13 @@ router = APIRouter(tags=["ingest"])
 async def ingest(
     index: IndexDep,
     settings: SettingsDep,
-    files: Annotated[list[UploadFile], File(description="One or more images to store")],
+    form: Annotated[UploadFiles, File()],
 ) -> IngestResponse:
     """Store each uploaded image (idempotent by content: the same bytes again report 'exists').
 
     All or nothing: if any file is not a usable image, nothing is stored and the answer is an error.
     """
-    sources = await read_uploads(files, settings)
+    sources = await read_uploads(form.files, settings)
     # Decode, forward pass, SQLite and FAISS writes all block: in the thread pool, off the event loop.
     results = await run_in_threadpool(lambda: index.ingest(sources, strict=True))
     out: list[IngestedOut] = []

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, File, Query
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import IndexDep
 from app.errors import UPLOAD_ERRORS, error_responses
-from app.schemas import HitOut, QueryOut, SearchResponse
+from app.schemas import HitOut, QueryImage, QueryOut, SearchResponse
 from app.uploads import upload_name
 from index.config import Metric
 from index.errors import UnknownReference
@@ -36,7 +36,12 @@ Label = Annotated[
 @router.get("/search", responses=error_responses(404, 409, 422))
 async def search_by_ref(
     index: IndexDep,
-    ref: Annotated[str, Query(min_length=1, max_length=1024, description="Image id, SHA-256, or a unique file name")],
+    ref: Annotated[
+        str,
+        Query(
+            min_length=1, max_length=1024, description="Image id, SHA-256, or a unique file name", examples=["cat.png"]
+        ),
+    ],
     k: K = 10,
     metric: MetricQuery = "cosine",
     label: Label = None,
@@ -59,7 +64,7 @@ async def search_by_ref(
 @router.post("/search", responses={**UPLOAD_ERRORS})
 async def search_by_image(
     index: IndexDep,
-    file: Annotated[UploadFile, File(description="The query image (it is not stored)")],
+    form: Annotated[QueryImage, File()],
     k: K = 10,
     metric: MetricQuery = "cosine",
     label: Label = None,
@@ -68,8 +73,8 @@ async def search_by_image(
 
     `score` as for `GET /search`: similarity for cosine and dot, distance for euclidean.
     """
-    name = upload_name(file.filename, 1)
-    data = await file.read()
+    name = upload_name(form.file.filename, 1)
+    data = await form.file.read()
     # Decode, the (micro-batched) forward pass and the FAISS search block: in the thread pool.
     sha, hits = await run_in_threadpool(index.search_by_image, data, name, k, metric, label or None)
     return SearchResponse(
@@ -81,8 +86,10 @@ async def search_by_image(
 
 class RankRequest(BaseModel):
     ref: str = Field(min_length=1, max_length=1024, description="Image id, SHA-256, or a unique file name")
-    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=MAX_RANK_IDS)
-    metric: Metric = "cosine"
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(
+        min_length=1, max_length=MAX_RANK_IDS, description="Ids of the stored images to score"
+    )
+    metric: Metric = Field(default="cosine", description="cosine, euclidean or dot")
 
 
 def _rank(index: ImageIndex, request: RankRequest) -> SearchResponse:
