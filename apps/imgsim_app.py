@@ -7,6 +7,7 @@ directory itself; every read goes through the API, which is the one process that
 from __future__ import annotations
 
 import base64
+import mimetypes
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -129,11 +130,16 @@ def message_html(text: str, error: bool = False) -> str:
     return f'<p class="imgsim-message"{role} style="color:{color};font:14px sans-serif">{escape(text)}</p>'
 
 
-def results_html(reference_name: str, response: dict[str, Any], thumbnails: Mapping[int, str]) -> str:
+def results_html(
+    reference_name: str, response: dict[str, Any], thumbnails: Mapping[int, str], reference_src: str = ""
+) -> str:
     """The ranked results as a grid: rank, file name, score and top predictions under each thumbnail."""
     metric = response["metric"]
     hits = response["results"]
-    title = f"<h3>{len(hits)} most similar to {escape(reference_name)} ({escape(metric)})</h3>"
+    reference = ""
+    if reference_src:
+        reference = f'<img class="imgsim-reference" src="{reference_src}" alt="reference" style="height:80px">'
+    title = f"{reference}<h3>{len(hits)} most similar to {escape(reference_name)} ({escape(metric)})</h3>"
     if not hits:
         return title + message_html("No stored images to compare with: ingest some first.")
     cards = [
@@ -195,7 +201,8 @@ def search_section(client: httpx.Client, reference: tuple[str, bytes] | None, k:
         thumbnails = thumbnails_for(client, [hit["id"] for hit in response["results"]])
     except ApiError as exc:
         return message_html(f"Search failed: {exc}", error=True)
-    return results_html(name, response, thumbnails)
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return results_html(name, response, thumbnails, data_uri(data, content_type))
 
 
 def page_count(total: int, per_page: int) -> int:
