@@ -1,0 +1,84 @@
+"""The app as Mercury serves it, in Chromium: upload a reference, see ranked results, change the metric."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.app.browser import offline_page
+from tests.app.server import free_port
+from tests.apps.conftest import CAT_VARIANTS, NOTEBOOK, QUERY, STORED, mercury_tool
+from tests.conftest import REPO_ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.mercury]
+
+START_TIMEOUT_S = 120.0
+RENDER_TIMEOUT_MS = 120_000
+
+
+def mercury_command(port: int) -> list[str]:
+    """The README's command, on a free port (and --allow-root where the tests run as root, as in CI)."""
+    command = [str(mercury_tool("mercury")), str(NOTEBOOK.relative_to(REPO_ROOT)), "--ip=127.0.0.1"]
+    command += [f"--port={port}", "--no-browser", "--MappingKernelManager.cull_idle_timeout=600"]
+    command += ["--MappingKernelManager.cull_interval=60"]
+    if os.geteuid() == 0:
+        command.append("--allow-root")
+    return command
+
+
+@pytest.fixture(scope="module")
+def mercury_url(api_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("mercury") / "mercury.log"
+    env = {**os.environ, "IMGSIM_API_URL": api_url}
+    with log.open("ab") as out:
+        proc = subprocess.Popen(mercury_command(port), cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mercury exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/mercury/{NOTEBOOK.name}", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mercury not serving after {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield f"{url}/mercury/{NOTEBOOK.name}"
+    finally:
+        proc.terminate()  # Jupyter's server shuts its kernels down on SIGTERM
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_visitor_uploads_a_reference_and_sees_ranked_results(mercury_url: str, tmp_path: Path) -> None:
+    with offline_page() as browser:
+        page = browser.page
+        page.goto(mercury_url)
+        # Before any upload the app asks for a reference and already lists the library.
+        page.locator(".imgsim-message").first.wait_for(timeout=RENDER_TIMEOUT_MS)
+        page.get_by_text(f"Library: {len(STORED)} images").wait_for(timeout=RENDER_TIMEOUT_MS)
+
+        page.locator("input[type=file]").first.set_input_files(QUERY)
+        cards = page.locator(".imgsim-results .imgsim-card")
+        cards.first.wait_for(timeout=RENDER_TIMEOUT_MS)
+        assert cards.count() == len(STORED)  # k = 8 by default
+        ranked = [cards.nth(i).get_attribute("data-filename") for i in range(3)]
+        assert set(ranked) == CAT_VARIANTS
+        assert page.get_by_text(f"most similar to {QUERY.name} (cosine)").is_visible()
+        assert cards.first.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
+
+        page.screenshot(path=str(tmp_path / "mercury.png"), full_page=True)
+        assert browser.blocked == []
