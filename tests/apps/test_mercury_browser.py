@@ -80,5 +80,14 @@ def test_a_visitor_uploads_a_reference_and_sees_ranked_results(mercury_url: str,
         assert page.get_by_text(f"most similar to {QUERY.name} (cosine)").is_visible()
         assert cards.first.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
 
+        # Fewer results, then distances instead of similarities: the cells below each widget run again.
+        page.locator("input.mljar-slider-input").first.fill("3")
+        page.wait_for_function("document.querySelectorAll('.imgsim-results .imgsim-card').length === 3")
+        page.locator(".mljar-select-control").first.click()
+        page.locator(".mljar-select-option", has_text="euclidean").click()
+        page.get_by_text(f"3 most similar to {QUERY.name} (euclidean)").wait_for(timeout=RENDER_TIMEOUT_MS)
+        assert "distance " in cards.first.inner_text()
+        assert {cards.nth(i).get_attribute("data-filename") for i in range(3)} == CAT_VARIANTS
+
         page.screenshot(path=str(tmp_path / "mercury.png"), full_page=True)
         assert browser.blocked == []
