@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.deps import IndexDep, SettingsDep
 from app.errors import UPLOAD_ERRORS
-from app.schemas import UploadFiles
+from app.schemas import UploadFiles, examples
 from app.uploads import read_uploads
 
 PATH = "/upload-images/"
@@ -27,17 +27,13 @@ router = APIRouter(tags=["compatibility"])
 
 
 class UploadImagesResponse(BaseModel):
-    model_config = {
-        "json_schema_extra": {
-            "examples": [
-                {
-                    "message": "You uploaded 1 image(s)",
-                    "predictions": {"cat.png": "Egyptian cat"},
-                    "embeddings": {"cat.png": [0.0132, -0.0041, 0.0275]},
-                }
-            ]
+    model_config = examples(
+        {
+            "message": "You uploaded 1 image(s)",
+            "predictions": {"cat.png": "Egyptian cat"},
+            "embeddings": {"cat.png": [0.0132, -0.0041, 0.0275]},
         }
-    }
+    )
 
     message: str = Field(description="'You uploaded N image(s)', N counting every uploaded file")
     predictions: dict[str, str] = Field(description="File name -> top-1 ImageNet class name")
