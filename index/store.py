@@ -21,6 +21,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    Select,
     String,
     UniqueConstraint,
     create_engine,
@@ -157,6 +158,19 @@ def _info(row: ImageRow) -> ImageInfo:
         # SQLite keeps no time zone; the store always writes UTC.
         created_at=row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC),
     )
+
+
+def _filtered(query: Select[Any], classes: Iterable[int] | None, name: str | None) -> Select[Any]:
+    # The label filter is a semi-join through the class_index index. A substring of a name cannot use an
+    # index, so image_names (short rows) is scanned; tests/benchmarks/web_library.py measures both at 100k.
+    if classes is not None:
+        labelled = select(LabelRow.image_id).where(LabelRow.class_index.in_(sorted(set(classes))))
+        query = query.where(ImageRow.id.in_(labelled))
+    if name:
+        escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        named = select(NameRow.image_id).where(NameRow.name.ilike(f"%{escaped}%", escape="\\"))
+        query = query.where(ImageRow.id.in_(named))
+    return query
 
 
 class ImageStore:
@@ -347,13 +361,23 @@ class ImageStore:
             q = select(LabelRow.image_id).where(LabelRow.class_index.in_(list(class_indices))).distinct()
             return np.fromiter(s.scalars(q), dtype=np.int64)
 
-    def list_images(self, offset: int, limit: int) -> list[ImageInfo]:
+    def list_images(
+        self, offset: int, limit: int, classes: Iterable[int] | None = None, name: str | None = None
+    ) -> list[ImageInfo]:
+        """A page of images in id order, optionally only those with one of `classes` among their top
+        predictions and a name containing `name` (case-insensitive)."""
+        query = _filtered(select(ImageRow), classes, name)
         with self.session() as s:
-            query = (
-                select(ImageRow).order_by(ImageRow.id).offset(offset).limit(limit).options(selectinload(ImageRow.names))
-            )
+            query = query.order_by(ImageRow.id).offset(offset).limit(limit).options(selectinload(ImageRow.names))
             rows = s.scalars(query).all()
             return [_info(r) for r in rows]
+
+    def count_images(self, classes: Iterable[int] | None = None, name: str | None = None) -> int:
+        """How many images `list_images` with the same filters pages through."""
+        if classes is None and not name:
+            return self.count()
+        with self.session() as s:
+            return int(s.scalar(_filtered(select(func.count(ImageRow.id)), classes, name)) or 0)
 
     def embeddings(self, ids: Sequence[int], dim: int) -> NDArray[np.float32]:
         """Stored vectors for `ids`, in that order.
