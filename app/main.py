@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from app.errors import install_error_handlers
 from app.middleware import BodySizeLimit
 from app.routes import images, inference, ingest, search, system
+from app.web.pages import install_pages
 from index.batching import BatchingEmbedder
 from index.config import Settings, get_settings
 from index.service import ImageIndex
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     for module in (system, inference, ingest, search, images):
         app.include_router(module.router)
+    install_pages(app)
     return app
 
 
