@@ -40,3 +40,21 @@ def ingest(url: str, paths: Sequence[Path], batch: int = 32) -> dict[str, int]:
 
 def launch_chromium(playwright: Playwright) -> Browser:
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--disable-gpu"])
+
+
+def derived_photos(folder: Path, count: int, start: int = 0) -> list[Path]:
+    """`count` new JPEGs cut from the sample photos (distinct crops, so distinct content), written to `folder`."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = repo_photos()
+    paths = []
+    for n in range(start, start + count):
+        with Image.open(sources[n % len(sources)]) as img:
+            rgb = img.convert("RGB")
+        shift = 8 * (n // len(sources) + 1)
+        crop = rgb.crop((shift, shift, rgb.width - shift, rgb.height - shift))
+        path = folder / f"derived_{n:03d}.jpg"
+        crop.save(path, "JPEG", quality=90)
+        paths.append(path)
+    return paths
