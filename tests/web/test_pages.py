@@ -13,6 +13,7 @@ from playwright.sync_api import Page, Request, expect
 
 from tests.conftest import CAT_VARIANTS, IMAGES_DIR
 from tests.web.conftest import MAX_FILES_PER_REQUEST, Site
+from tests.web.routes import HAS_DUPLICATES_API
 from tests.web.sample import derived_photos
 
 pytestmark = pytest.mark.browser
@@ -230,3 +231,9 @@ def test_a_kept_api_key_is_sent_with_every_request(page: Page, site: Site) -> No
     page.wait_for_load_state("networkidle")
     assert api_headers and set(api_headers) == {"s3cret key"}
     assert image_urls and all("api_key=s3cret%20key" in url for url in image_urls)
+
+
+@pytest.mark.skipif(HAS_DUPLICATES_API, reason="the server has the duplicates API (see test_duplicates_page.py)")
+def test_the_duplicates_view_says_so_when_the_server_has_no_duplicates_api(page: Page) -> None:
+    page.goto("/library/duplicates")
+    expect(page.locator(".status.error")).to_contain_text("no duplicates API")
