@@ -243,7 +243,7 @@ class ImageIndex:
         self, offset: int = 0, limit: int = 50, label: str | None = None, name: str | None = None
     ) -> tuple[int, list[ImageInfo]]:
         """(total matching, one page) in id order; `label` keeps images whose top predictions include that
-        ImageNet class, `name` those with a name containing it (case-insensitive).
+        ImageNet class, `name` those with a name containing it (ASCII letters in any case).
 
         Raises:
             InvalidArgument: a bad page, or no ImageNet class called `label`.

@@ -27,7 +27,8 @@ async def list_images(
         str | None, Query(max_length=200, description="Only images whose top predictions include this ImageNet class")
     ] = None,
     name: Annotated[
-        str | None, Query(max_length=512, description="Only images with a name containing this (case-insensitive)")
+        str | None,
+        Query(max_length=512, description="Only images with a name containing this (ASCII letters in any case)"),
     ] = None,
 ) -> ImageList:
     """Stored images in id order, a page at a time; `total` counts those matching the filters."""

@@ -12,6 +12,7 @@ const queryBox = document.getElementById("query");
 const results = document.getElementById("results");
 
 let lastUpload = null; // the uploaded query, kept so that changing k, metric or label searches again
+let lastPreview = null; // the object URL showing the uploaded query
 let pending = null; // the search in flight, aborted when a newer one starts
 
 function options() {
@@ -76,7 +77,9 @@ function searchByUpload(file) {
   lastUpload = file;
   form.elements.ref.value = "";
   history.pushState(null, "", urlFor("", opts));
+  if (lastPreview) URL.revokeObjectURL(lastPreview);
   const preview = URL.createObjectURL(file);
+  lastPreview = preview;
   return run(
     (signal) => {
       const body = new FormData();
