@@ -382,12 +382,13 @@ class ImageStore:
     ) -> list[ImageInfo]:
         """A page of images in id order, optionally only those with one of `classes` among their top
         predictions and a name containing `name` (ASCII letters in any case)."""
-        query = _filtered(select(ImageRow), classes, name)
+        # The page's ids first, from the narrow id index (an offset walks it, not the wide rows), then those rows.
+        page = _filtered(select(ImageRow.id), classes, name).order_by(ImageRow.id).offset(offset).limit(limit)
         with self.session() as s:
-            query = query.order_by(ImageRow.id).offset(offset).limit(limit)
+            ids = list(s.scalars(page))
             # The embedding is most of a row and listings never show it.
-            query = query.options(selectinload(ImageRow.names), defer(ImageRow.embedding))
-            rows = s.scalars(query).all()
+            query = select(ImageRow).where(ImageRow.id.in_(ids)).order_by(ImageRow.id)
+            rows = s.scalars(query.options(selectinload(ImageRow.names), defer(ImageRow.embedding))).all()
             return [_info(r) for r in rows]
 
     def count_images(self, classes: Iterable[int] | None = None, name: str | None = None) -> int:

@@ -40,6 +40,11 @@ function urlFor(ref, opts) {
   return `/?${query}`;
 }
 
+// A new history entry per search, but not twice for the same one (Enter in a field also fires "change").
+function remember(url) {
+  if (url !== location.pathname + location.search) history.pushState(null, "", url);
+}
+
 async function run(request, describeQuery) {
   if (pending) pending.abort();
   const controller = new AbortController();
@@ -61,7 +66,7 @@ async function run(request, describeQuery) {
 function searchByRef(ref, push) {
   const opts = options();
   lastUpload = null;
-  if (push) history.pushState(null, "", urlFor(ref, opts));
+  if (push) remember(urlFor(ref, opts));
   return run(
     (signal) => api("/search", { params: { ref, ...opts }, signal }),
     (answer) => [
@@ -76,7 +81,7 @@ function searchByUpload(file) {
   const opts = options();
   lastUpload = file;
   form.elements.ref.value = "";
-  history.pushState(null, "", urlFor("", opts));
+  remember(urlFor("", opts));
   if (lastPreview) URL.revokeObjectURL(lastPreview);
   const preview = URL.createObjectURL(file);
   lastPreview = preview;
