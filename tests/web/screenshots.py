@@ -1,7 +1,7 @@
 """Screenshots of each view of the web page, for the README: `python -m tests.web.screenshots`.
 
 Starts the service on a temporary data directory, stores the sample photos (and some of the shared ImageNet
-sample when present), and saves docs/search.png, library.png, detail.png, add.png and duplicates.png (when
+sample when present), and saves docs/search.png, library.png, detail.png, ingest.png and duplicates.png (when
 the server has the duplicates API).
 """
 
@@ -68,7 +68,7 @@ def capture(out: Path) -> list[Path]:
             page.goto("/library/add")
             page.set_input_files("#files", [*imagenet_photos(6, skip=38), IMAGES_DIR / "cat.png", broken])
             page.get_by_text("Done", exact=False).first.wait_for(timeout=120_000)
-            shot("add")
+            shot("ingest")
 
             if has_duplicates:
                 page.goto("/library/duplicates")
