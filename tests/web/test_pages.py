@@ -29,8 +29,11 @@ def card_scores(page: Page) -> list[float]:
     return [float(t.split()[-1]) for t in page.locator("#results .card .score").all_inner_texts()]
 
 
-def thumbnails_loaded(page: Page, selector: str = "#results .card img") -> bool:
-    return bool(page.eval_on_selector_all(selector, "imgs => imgs.length > 0 && imgs.every(i => i.naturalWidth > 0)"))
+# Every thumbnail of the grid has arrived and decoded (a broken image has naturalWidth 0).
+ALL_THUMBNAILS_SHOWN = """() => {
+    const imgs = [...document.querySelectorAll('#results .card img')];
+    return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0);
+}"""
 
 
 def api_names(site: Site, **params: object) -> list[str]:
@@ -59,8 +62,7 @@ def test_searching_with_an_uploaded_photo_shows_ranked_thumbnails(page: Page, tm
     names, scores = card_names(page), card_scores(page)
     assert set(names[:5]) == CATS, names
     assert scores == sorted(scores, reverse=True)
-    page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete)")
-    assert thumbnails_loaded(page)
+    page.wait_for_function(ALL_THUMBNAILS_SHOWN)
 
 
 def test_clicking_a_result_searches_by_it_and_the_address_keeps_the_search(page: Page, site: Site) -> None:
@@ -107,9 +109,7 @@ def test_the_library_pages_through_every_image_with_the_total(page: Page, site: 
         expect(page.locator("#results .card").first).to_be_visible()
         expect(page.locator("#summary")).to_contain_text(f"of {len(expected)} images")
         seen += card_names(page)
-        assert thumbnails_loaded(page) or page.wait_for_function(
-            "[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)"
-        )
+        page.wait_for_function(ALL_THUMBNAILS_SHOWN)
         next_link = page.locator("#pager a[rel=next]")
         if next_link.count() == 0:
             break
