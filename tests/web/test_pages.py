@@ -237,3 +237,20 @@ def test_a_kept_api_key_is_sent_with_every_request(page: Page, site: Site) -> No
 def test_the_duplicates_view_says_so_when_the_server_has_no_duplicates_api(page: Page) -> None:
     page.goto("/library/duplicates")
     expect(page.locator(".status.error")).to_contain_text("no duplicates API")
+
+
+def test_files_are_split_into_requests_within_the_servers_limits(page: Page) -> None:
+    page.goto("/library/add")
+    plan = page.evaluate(
+        """async () => {
+            const { planBatches } = await import('/static/batches.js');
+            const item = (name, size) => ({ file: { name, size }, path: name });
+            const items = [item('a', 400), item('b', 400), item('c', 5000), item('d', 100), item('e', 100),
+                           item('f', 100), item('g', 100)];
+            const { batches, tooLarge } = planBatches(items, 3, 2000);
+            return { batches: batches.map(b => b.map(i => i.path)), tooLarge: tooLarge.map(i => i.path) };
+        }"""
+    )
+    # 2000 bytes a request with about 514 bytes of multipart framing per file: a and b fill one request,
+    # c can never be sent, and d, e, f, g go at most 3 a request.
+    assert plan == {"batches": [["a", "b"], ["d", "e", "f"], ["g"]], "tooLarge": ["c"]}
