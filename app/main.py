@@ -12,6 +12,7 @@ from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.middleware import BodySizeLimit
 from app.routes import compat, images, inference, ingest, search, system
+from app.web.pages import install_pages
 from index.batching import BatchingEmbedder
 from index.config import Settings, get_settings
 from index.service import ImageIndex
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost, so that it also reshapes errors answered before routing (e.g. the body size limit).
     app.add_middleware(compat.MessageErrors)
     install_docs(app)
+    install_pages(app)
     return app
 
 

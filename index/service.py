@@ -26,8 +26,9 @@ from index.ingest import Ingestor, IngestResult, list_image_files
 from index.pipeline import ImageSource, default_workers
 from index.rebuild import INDEX_FILE, build_vectors, choose_index_kind
 from index.registry import Prediction
-from index.search import Searcher, SearchHit
+from index.search import Searcher, SearchHit, resolve_label
 from index.store import ImageInfo, ImageStore
+from index.thumbnail_cache import ThumbnailCache
 from index.vectors import IndexFileError, IndexMeta, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class ImageIndex:
         self.settings = settings
         self.embedder = embedder or Embedder(settings)
         self.store = ImageStore(settings.data_dir)
+        self.thumbnails = ThumbnailCache(settings.data_dir, max_pixels=settings.max_image_pixels)
         self.index_path = settings.data_dir / INDEX_FILE
         self._write_lock = threading.Lock()
         self.workers = settings.decode_workers or default_workers()
@@ -229,10 +231,27 @@ class ImageIndex:
         except FileNotFoundError as exc:
             raise UnknownReference(f"the bytes of image {image_id} are not kept") from exc
 
-    def list_images(self, offset: int = 0, limit: int = 50) -> tuple[int, list[ImageInfo]]:
+    def thumbnail(self, image_id: int) -> tuple[ImageInfo, bytes]:
+        """A small JPEG of a stored image, made once and kept (see `ThumbnailCache`). Raises: UnknownReference."""
+        info = self.get(image_id)
+        try:
+            return info, self.thumbnails.get(info.sha256, lambda: self.store.read_blob(info.sha256))
+        except FileNotFoundError as exc:
+            raise UnknownReference(f"the bytes of image {image_id} are not kept") from exc
+
+    def list_images(
+        self, offset: int = 0, limit: int = 50, label: str | None = None, name: str | None = None
+    ) -> tuple[int, list[ImageInfo]]:
+        """(total matching, one page) in id order; `label` keeps images whose top predictions include that
+        ImageNet class, `name` those with a name containing it (ASCII letters in any case).
+
+        Raises:
+            InvalidArgument: a bad page, or no ImageNet class called `label`.
+        """
         if offset < 0 or not 1 <= limit <= 1000:
             raise InvalidArgument("offset must be >= 0 and limit between 1 and 1000")
-        return self.store.count(), self.store.list_images(offset, limit)
+        classes = resolve_label(label) if label else None
+        return self.store.count_images(classes, name), self.store.list_images(offset, limit, classes, name)
 
     def delete(self, image_id: int) -> ImageInfo:
         """Remove an image from the store, its kept bytes and the vector index.
@@ -246,6 +265,7 @@ class ImageIndex:
                 raise UnknownReference(f"no image with id {image_id}")
             # SQLite has committed: even if the process dies before the next save, reopening drops the vector.
             self.vectors.remove(np.array([image_id], np.int64))
+            self.thumbnails.remove(info.sha256)
         return info
 
     def stats(self) -> IndexStats:

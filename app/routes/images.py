@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
@@ -23,10 +23,17 @@ async def list_images(
     index: IndexDep,
     offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    label: Annotated[
+        str | None, Query(max_length=200, description="Only images whose top predictions include this ImageNet class")
+    ] = None,
+    name: Annotated[
+        str | None,
+        Query(max_length=512, description="Only images with a name containing this (ASCII letters in any case)"),
+    ] = None,
 ) -> ImageList:
-    """Stored images in id order, a page at a time."""
+    """Stored images in id order, a page at a time; `total` counts those matching the filters."""
     # SQLite reads block: in the thread pool.
-    total, items = await run_in_threadpool(index.list_images, offset, limit)
+    total, items = await run_in_threadpool(index.list_images, offset, limit, label or None, name or None)
     return ImageList(total=total, offset=offset, limit=limit, items=[ImageOut.of(i) for i in items])
 
 
@@ -49,6 +56,39 @@ async def get_image_content(index: IndexDep, image_id: ImageId) -> Response:
     # Reads the blob file: in the thread pool.
     info, data = await run_in_threadpool(index.content, image_id)
     return Response(data, media_type=CONTENT_TYPES.get(info.format, "application/octet-stream"))
+
+
+THUMBNAIL_CACHE_CONTROL = "private, max-age=86400"
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+    return "*" in tags or etag in tags
+
+
+@router.get(
+    "/{image_id}/thumbnail",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/jpeg": {}}, "description": "A JPEG whose longer side is at most 256 px"},
+        304: {"description": "The client's copy (If-None-Match) is current"},
+        **error_responses(404, 422),
+    },
+)
+async def get_image_thumbnail(
+    index: IndexDep, image_id: ImageId, if_none_match: Annotated[str | None, Header()] = None
+) -> Response:
+    """A small JPEG preview (longer side 256 px), made once and kept; its ETag is the content's SHA-256."""
+    # SQLite, the kept file, and making a missing thumbnail all block: in the thread pool. One trip even for a
+    # 304: reading a kept thumbnail (~10 KB) costs less than a second lookup.
+    info, data = await run_in_threadpool(index.thumbnail, image_id)
+    etag = f'"{info.sha256}-{index.thumbnails.size}"'
+    headers = {"ETag": etag, "Cache-Control": THUMBNAIL_CACHE_CONTROL}
+    if _etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    return Response(data, media_type="image/jpeg", headers=headers)
 
 
 @router.delete("/{image_id}", responses=error_responses(404, 422))

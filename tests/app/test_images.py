@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from index.embedder import Embedder
 from tests.app.conftest import SAMPLE_PHOTOS, ingest_photos
@@ -75,3 +79,48 @@ def test_deleted_content_can_be_ingested_again_under_a_new_id(client: TestClient
     again = ingest_photos(client, "coins.jpg")
     assert again["coins.jpg"] != ids["coins.jpg"]
     assert client.get(f"/images/{again['coins.jpg']}/content").content == (IMAGES_DIR / "coins.jpg").read_bytes()
+
+
+def test_images_can_be_filtered_by_label_and_name(photo_client: TestClient) -> None:
+    by_label = photo_client.get("/images", params={"label": "espresso"}).json()
+    assert by_label["total"] == 1 and [i["filename"] for i in by_label["items"]] == ["coffee.jpg"]
+    by_name = photo_client.get("/images", params={"name": "CAT", "limit": 1}).json()
+    assert by_name["total"] == 2 and [i["filename"] for i in by_name["items"]] == ["cat.png"]
+    assert photo_client.get("/images", params={"name": "cat", "label": "espresso"}).json()["total"] == 0
+    unknown = photo_client.get("/images", params={"label": "no such class"})
+    assert unknown.status_code == 422 and "no such class" in unknown.json()["detail"]
+
+
+def test_a_thumbnail_is_a_small_jpeg_with_an_etag_and_answers_304_when_current(
+    photo_client: TestClient, photo_ids: dict[str, int]
+) -> None:
+    response = photo_client.get(f"/images/{photo_ids['astronaut.jpg']}/thumbnail")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/jpeg"
+    assert "max-age" in response.headers["cache-control"]
+    etag = response.headers["etag"]
+    sha = photo_client.get(f"/images/{photo_ids['astronaut.jpg']}").json()["sha256"]
+    assert sha in etag
+    assert max(Image.open(io.BytesIO(response.content)).size) == 256
+
+    again = photo_client.get(f"/images/{photo_ids['astronaut.jpg']}/thumbnail", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+    other = photo_client.get(f"/images/{photo_ids['coffee.jpg']}/thumbnail", headers={"If-None-Match": etag})
+    assert other.status_code == 200 and other.headers["etag"] != etag
+
+
+def test_an_unknown_image_has_no_thumbnail(photo_client: TestClient) -> None:
+    response = photo_client.get("/images/999999/thumbnail")
+    assert response.status_code == 404 and "999999" in response.json()["detail"]
+    assert photo_client.get("/images/0/thumbnail").status_code == 422
+
+
+def test_deleting_an_image_removes_its_kept_thumbnail(client: TestClient, tmp_path: Path) -> None:
+    ids = ingest_photos(client, "rocket.jpg", "coins.jpg")
+    assert client.get(f"/images/{ids['rocket.jpg']}/thumbnail").status_code == 200
+    kept = list((tmp_path / "data0" / "thumbnails").rglob("*.jpg"))
+    assert len(kept) == 1
+    assert client.delete(f"/images/{ids['rocket.jpg']}").status_code == 200
+    assert not kept[0].exists()
+    assert client.get(f"/images/{ids['rocket.jpg']}/thumbnail").status_code == 404
+    assert client.get(f"/images/{ids['coins.jpg']}/thumbnail").status_code == 200

@@ -512,3 +512,17 @@ def test_opening_an_index_whose_size_calls_for_another_kind_says_how_to_switch(
     with caplog.at_level("WARNING", logger="index.service"), ImageIndex(small_threshold, embedder) as index:
         assert index.vectors.meta.kind == "flat", "switching kinds is left to rebuild-index"
     assert any("call for hnsw" in r.getMessage() and "rebuild-index" in r.getMessage() for r in caplog.records)
+
+
+def test_listing_filters_by_label_and_name(sample_settings: Settings, embedder: Embedder) -> None:
+    with ImageIndex(sample_settings, embedder) as index:
+        total, cats = index.list_images(0, 50, name="cat_")
+        assert total == 4 and {i.filename for i in cats} == {
+            "cat_crop.jpg",
+            "cat_mirror.png",
+            "cat_recompressed.jpg",
+            "cat_grey.png",
+        }
+        total, espresso = index.list_images(0, 50, label="espresso")
+        assert total == 1 and [i.filename for i in espresso] == ["coffee.jpg"]
+        assert index.list_images(0, 50, label="espresso", name="cat") == (0, [])

@@ -161,3 +161,48 @@ def test_a_database_file_that_is_not_sqlite_raises_and_is_left_alone(tmp_path: P
     with pytest.raises(InvalidArgument, match="not a usable imgsim database"):
         ImageStore(tmp_path / "data")
     assert db.read_bytes() == b"definitely not sqlite" * 100
+
+
+def labelled_image(n: int, name: str, class_index: int) -> NewImage:
+    return NewImage(
+        sha256=f"{n:064x}",
+        byte_size=1,
+        width=1,
+        height=1,
+        format="PNG",
+        predictions=[Prediction(f"class {class_index}", class_index, 0.9)],
+        embedding=unit_vectors(1, DIM, seed=n)[0],
+        name=name,
+    )
+
+
+def test_listing_filters_by_predicted_class_and_by_part_of_a_name(store: ImageStore) -> None:
+    store.insert(
+        [
+            labelled_image(1, "Cat_one.jpg", 281),
+            labelled_image(2, "dog.jpg", 207),
+            labelled_image(3, "cat_two.png", 281),
+            labelled_image(4, "100%_cat.png", 207),
+        ],
+        "m",
+        "w" * 64,
+    )
+    assert [i.names for i in store.list_images(0, 10, classes={281})] == [["Cat_one.jpg"], ["cat_two.png"]]
+    assert store.count_images(classes={281}) == 2
+    assert [i.names[0] for i in store.list_images(0, 10, name="CAT")] == ["Cat_one.jpg", "cat_two.png", "100%_cat.png"]
+    assert [i.names[0] for i in store.list_images(0, 10, classes={207}, name="cat")] == ["100%_cat.png"]
+    assert store.count_images(classes={207}, name="cat") == 1
+    # LIKE wildcards in the name are taken literally
+    assert [i.names[0] for i in store.list_images(0, 10, name="%_")] == ["100%_cat.png"]
+    assert [i.names[0] for i in store.list_images(1, 1, name="cat")] == ["cat_two.png"]
+    assert store.count_images(name="nothing") == 0 and store.list_images(0, 10, name="nothing") == []
+
+
+def test_an_index_missing_from_an_older_database_is_made_on_open(tmp_path: Path) -> None:
+    ImageStore(tmp_path / "data").close()
+    with sqlite3.connect(tmp_path / "data" / "imgsim.sqlite3") as db:
+        db.execute("DROP INDEX ix_images_id")
+    ImageStore(tmp_path / "data").close()
+    with sqlite3.connect(tmp_path / "data" / "imgsim.sqlite3") as db:
+        names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "ix_images_id" in names
