@@ -144,5 +144,6 @@ class HealthOut(BaseModel):
 
 
 class ReadyOut(BaseModel):
-    status: Literal["ready", "starting"]
+    status: Literal["ready", "starting", "failed"]
     model: str | None = None
+    detail: str | None = Field(default=None, description="Why the service could not start")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -13,12 +13,13 @@ from app.errors import UPLOAD_ERRORS, error_responses
 from app.schemas import HitOut, QueryOut, SearchResponse
 from app.uploads import upload_name
 from index.config import Metric
-from index.errors import UnknownReference
+from index.errors import InvalidArgument, UnknownReference
 from index.service import ImageIndex
 
 router = APIRouter(tags=["search"])
 
 MAX_K = 1000
+T = TypeVar("T")
 MAX_RANK_IDS = 100_000
 MAX_ID = 2**63 - 1
 
@@ -56,6 +57,15 @@ async def search_by_ref(
     )
 
 
+def _query_or_form(name: str, query: T, form: T | None, default: T) -> T:
+    """`k`, `metric` and `label` may come in the query string or as form fields beside the file (not both)."""
+    if form is None:
+        return query
+    if query != default and query != form:
+        raise InvalidArgument(f"{name} was given both in the query string and as a form field, with different values")
+    return form
+
+
 @router.post("/search", responses={**UPLOAD_ERRORS})
 async def search_by_image(
     index: IndexDep,
@@ -63,11 +73,18 @@ async def search_by_image(
     k: K = 10,
     metric: MetricQuery = "cosine",
     label: Label = None,
+    k_form: Annotated[int | None, Form(alias="k", ge=1, le=MAX_K, description="`k` as a form field")] = None,
+    metric_form: Annotated[Metric | None, Form(alias="metric", description="`metric` as a form field")] = None,
+    label_form: Annotated[str | None, Form(alias="label", max_length=200, description="`label`, form field")] = None,
 ) -> SearchResponse:
     """The k stored images most similar to an uploaded image, best first; nothing is stored.
 
-    `score` as for `GET /search`: similarity for cosine and dot, distance for euclidean.
+    `score` as for `GET /search`: similarity for cosine and dot, distance for euclidean. `k`, `metric` and
+    `label` may be sent in the query string or as form fields beside `file`.
     """
+    k = _query_or_form("k", k, k_form, 10)
+    metric = _query_or_form("metric", metric, metric_form, "cosine")
+    label = _query_or_form("label", label, label_form, None)
     name = upload_name(file.filename, 1)
     data = await file.read()
     # Decode, the (micro-batched) forward pass and the FAISS search block: in the thread pool.
