@@ -76,7 +76,7 @@ def check_database_present(data_dir: Path, index_file: str = "vectors.faiss") ->
     if not kept and not has_vectors:
         return
     state = "empty (0 bytes)" if db.exists() else "missing"
-    held = [f"{kept} kept images in {blobs}"] if kept else []
+    held = [f"{kept} kept image{'' if kept == 1 else 's'} in {blobs}"] if kept else []
     held += [f"the vector file {vectors}"] if has_vectors else []
     raise DataDirDamaged(
         f"refusing to start: the database {db} is {state} but the data directory holds {' and '.join(held)}; "
