@@ -99,7 +99,7 @@ def ingest_chunk(http: httpx.Client, paths: Sequence[Path]) -> dict[Path, dict[s
     response = _post_ingest(http, paths)
     if response.status_code == 200:
         return dict(zip(paths, response.json()["results"], strict=True))
-    if not 400 <= response.status_code < 500:
+    if response.status_code in (401, 403) or not 400 <= response.status_code < 500:  # not about the files
         raise ApiError(f"POST /ingest failed with HTTP {response.status_code}: {_detail(response)}")
     if len(paths) > 1:
         out: dict[Path, dict[str, Any] | str] = {}
