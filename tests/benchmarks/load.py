@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--seconds", type=int, default=30)
     p.add_argument("--max-requests", type=int, default=5000)
+    p.add_argument("--queue-limit", type=int, default=None, help="the server's IMGSIM_INFERENCE_QUEUE_LIMIT")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "bench-results" / "load.json")
     args = p.parse_args(argv)
     info = machine()
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="imgsim-load-") as tmp:
         workdir = Path(tmp)
-        with running_server(workdir / "data", workdir / "server.log") as url:
+        env = {} if args.queue_limit is None else {"IMGSIM_INFERENCE_QUEUE_LIMIT": str(args.queue_limit)}
+        with running_server(workdir / "data", workdir / "server.log", **env) as url:
             seed(url)
             for users in args.users:
                 started = time.monotonic()
@@ -121,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['p99_ms']:.0f} | {r['errors_503']} | {r['errors_other']} |"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": info, "seconds": args.seconds, "results": results}, indent=2))
+    summary = {"machine": info, "seconds": args.seconds, "queue_limit": args.queue_limit, "results": results}
+    args.out.write_text(json.dumps(summary, indent=2))
     print(f"\nJSON: {args.out}")
     return 0
 
