@@ -115,7 +115,8 @@ class MicroBatcher:
         with self._cond:
             if self._closed:
                 raise RuntimeError("the micro-batcher is closed")
-            if self.max_queued is not None and self._queued + len(crops) > max(self.max_queued, self.max_batch):
+            # An empty queue takes any request, however large: the limit bounds waiting, not request size.
+            if self.max_queued is not None and self._queued and self._queued + len(crops) > self.max_queued:
                 raise Overloaded(
                     f"{self._queued} images are waiting for the model (IMGSIM_INFERENCE_QUEUE_LIMIT is "
                     f"{self.max_queued}); retry shortly"
