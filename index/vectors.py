@@ -226,12 +226,13 @@ class VectorIndex:
             except BaseException:
                 tmp.unlink(missing_ok=True)  # a full disk must not leave a partial file behind
                 raise
+            # Still under the read lock: an add racing with this save leaves the index dirty for the next one.
+            self.dirty = False
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        self.dirty = False
 
     def _write_file(self, tmp: Path, header: bytes) -> None:
         with tmp.open("wb") as fh:
