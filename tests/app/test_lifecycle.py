@@ -16,8 +16,7 @@ import torch
 from index.rebuild import INDEX_FILE
 from index.vectors import VectorIndex
 from tests.app.server import start_server, stop, wait_ready
-from tests.conftest import IMAGES_DIR, REPO_ROOT, encode_image
-from tests.index.test_lock import hold_lock_in_another_process
+from tests.conftest import IMAGES_DIR, REPO_ROOT, encode_image, hold_lock_in_another_process
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import IMAGES_DIR, REPO_ROOT, encode_image
-from tests.index.test_lock import hold_lock_in_another_process
+from tests.conftest import IMAGES_DIR, REPO_ROOT, encode_image, hold_lock_in_another_process
 
 pytestmark = pytest.mark.slow
 

@@ -1,9 +1,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,26 +10,7 @@ from index.errors import DataDirLocked
 from index.lock import SERVER_FILE, DataDirLock, serving_url
 from index.rebuild import rebuild_index
 from index.service import ImageIndex
-from tests.conftest import REPO_ROOT, CountingEmbedder
-
-HOLD_LOCK = textwrap.dedent(
-    """
-    import sys, time
-    from pathlib import Path
-    from index.lock import DataDirLock
-    lock = DataDirLock(Path(sys.argv[1]), url=sys.argv[2] or None)
-    print("locked", flush=True)
-    time.sleep(120)
-    """
-)
-
-
-def hold_lock_in_another_process(data_dir: Path, url: str = "") -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(data_dir), url], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
-    return proc
+from tests.conftest import CountingEmbedder, hold_lock_in_another_process
 
 
 def test_a_second_writer_is_refused_with_a_message_naming_the_holder(tmp_path: Path) -> None:
