@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
+from app.lifecycle import STARTUP_RETRY_AFTER_S
 from index.config import Settings
 from index.service import ImageIndex
 
@@ -13,7 +14,9 @@ from index.service import ImageIndex
 async def get_index(request: Request) -> ImageIndex:
     index: ImageIndex | None = request.app.state.index
     if index is None:
-        raise HTTPException(503, "the index is not open yet")
+        failed = request.app.state.startup_error
+        detail = f"the service failed to start: {failed}" if failed else "the model is loading; retry shortly"
+        raise HTTPException(503, detail, headers={"Retry-After": str(STARTUP_RETRY_AFTER_S)})
     return index
 
 

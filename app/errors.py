@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from index.datadir import is_storage_error, storage_message
 from index.errors import (
     AmbiguousReference,
+    DataDirDamaged,
+    DataDirLocked,
     ImageDecodeError,
     ImageTooLarge,
     ImgsimError,
     InvalidArgument,
     ModelMismatch,
+    Overloaded,
+    StorageError,
     UnknownModel,
     UnknownReference,
     UnsupportedImageFormat,
@@ -35,8 +42,16 @@ STATUS_BY_ERROR: dict[type[ImgsimError], int] = {
     ModelMismatch: 503,
     UnknownModel: 503,
     WeightsNotFound: 503,
+    DataDirLocked: 503,
+    DataDirDamaged: 503,
+    # The model is busy (queue full, or the request's deadline passed): retry after `RETRY_AFTER_S`.
+    Overloaded: 503,
+    # The disk is full or failing: nothing was stored, reads still work.
+    StorageError: 507,
 }
 FALLBACK_STATUS = 400
+RETRY_AFTER_S = 1
+log = logging.getLogger("app")
 
 
 def status_for(exc: ImgsimError) -> int:
@@ -61,6 +76,8 @@ _DESCRIPTIONS = {
     413: "Request body too large, or the image has too many pixels",
     415: "Unsupported image format",
     422: "Invalid argument, or not a readable image",
+    503: "Not ready yet, or too busy: retry after the `Retry-After` seconds",
+    507: "The disk is full or failing: nothing was stored",
 }
 
 
@@ -69,13 +86,56 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorOut, "description": _DESCRIPTIONS[code]} for code in codes}
 
 
-UPLOAD_ERRORS = error_responses(400, 413, 415, 422)
+UPLOAD_ERRORS = error_responses(400, 413, 415, 422, 503, 507)
 
 
-async def _imgsim_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _imgsim_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ImgsimError)
-    return JSONResponse({"detail": str(exc)}, status_code=status_for(exc))
+    status = status_for(exc)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if isinstance(exc, Overloaded) else None
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        if isinstance(exc, Overloaded):
+            metrics.rejected.inc()
+        if request.url.path == "/ingest":
+            metrics.ingest_errors.labels(str(status)).inc()
+    return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ImgsimError, _imgsim_error)
+
+
+class JsonServerErrors:
+    """Any exception that escapes a route becomes a JSON 500 (or 507 for a full or failing disk), logged once
+    with its traceback, and the connection stays open: without this, Starlette answers plain text and the
+    server drops the keep-alive connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                raise
+            if is_storage_error(exc):
+                status, detail = 507, storage_message(exc, f"{scope['method']} {scope['path']}")
+                log.error("%s", detail)
+            else:
+                status, detail = 500, f"internal error ({type(exc).__name__}); see the server log"
+                log.exception("unexpected error in %s %s", scope["method"], scope["path"])
+            response = JSONResponse({"detail": detail}, status_code=status)
+            await response(scope, receive, send)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import sys
 
-from fastapi import FastAPI
-from starlette.concurrency import run_in_threadpool
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
+from app.auth import ApiKeyAuth
 from app.docs import install_docs
-from app.errors import install_error_handlers
+from app.errors import JsonServerErrors, install_error_handlers
+from app.lifecycle import close_index, lifespan, open_index
+from app.metrics import install_metrics
 from app.middleware import BodySizeLimit
 from app.routes import compat, images, inference, ingest, search, system
+from app.strict import reject_unknown_parameters
 from app.web.pages import install_pages
-from index.batching import BatchingEmbedder
 from index.config import Settings, get_settings
-from index.service import ImageIndex
+from index.startup import InvalidSettings, load_settings
+
+__all__ = ["close_index", "create_app", "open_index"]
 
 DESCRIPTION = """Image similarity search: CNN embeddings of uploaded photos in a persistent FAISS + SQLite index.
 
@@ -24,43 +28,43 @@ without storing anything. Concurrent requests share forward passes (dynamic micr
 """
 
 
-def open_index(settings: Settings) -> ImageIndex:
-    """Load the model and open the store and vector index (seconds of blocking work)."""
-    embedder = BatchingEmbedder(settings)
-    index = ImageIndex(settings, embedder)
-    embedder.load()
-    return index
+def create_app(settings: Settings | None = None, *, standalone: bool = False) -> FastAPI:
+    """The API over the index in `settings.data_dir` (default: the environment's settings).
 
-
-def close_index(index: ImageIndex) -> None:
-    """Stop batching, persist the vector index, close the store."""
-    if isinstance(index.embedder, BatchingEmbedder):
-        index.embedder.close()
-    index.close()
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # Loading weights and reading the FAISS file block for seconds: off the event loop.
-    app.state.index = await run_in_threadpool(open_index, app.state.settings)
-    try:
-        yield
-    finally:
-        index, app.state.index = app.state.index, None
-        await run_in_threadpool(close_index, index)
-
-
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The API over the index in `settings.data_dir` (default: the environment's settings)."""
+    `standalone`: the app is the whole process (`uvicorn app.main:app`): it answers `/health` at once while
+    the model loads in the background, a failed start prints one line and exits, and the server's address is
+    recorded beside the data directory's lock. Otherwise the lifespan returns once the index is open.
+    """
     settings = settings or get_settings()
     # The docs pages are served from local files (app/docs.py), not FastAPI's CDN-based defaults.
     app = FastAPI(
-        title="imgsim", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None
+        title="imgsim",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_parameters)],
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.index = None
+    app.state.standalone = standalone
+    app.state.startup_error = None
+    app.state.startup_exception = None
     install_error_handlers(app)
+    install_metrics(app)
+    # Added innermost first: a request passes CORS, then the JSON error net, then the key check, then the
+    # body limit, before it reaches a route.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(ApiKeyAuth, keys=settings.key_scopes())
+    app.add_middleware(JsonServerErrors)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["X-API-Key", "Authorization", "Content-Type"],
+        )
     for module in (system, inference, ingest, search, images):
         app.include_router(module.router)
     app.include_router(compat.router)
@@ -71,4 +75,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-app = create_app()
+def _standalone_app() -> FastAPI:
+    try:
+        settings = load_settings()
+    except InvalidSettings as exc:
+        # Imported by uvicorn: one line and a non-zero exit instead of a pydantic traceback.
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return create_app(settings, standalone=True)
+
+
+app = _standalone_app()

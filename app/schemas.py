@@ -9,6 +9,7 @@ from typing import Any, Literal
 from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
+from index.config import Metric
 from index.registry import Prediction
 from index.search import SearchHit
 from index.service import IndexStats
@@ -38,6 +39,10 @@ class QueryImage(BaseModel):
     """One image as multipart/form-data, in a part named `file`."""
 
     file: UploadFile = Field(description="The query image (it is not stored)")
+    # Also accepted beside the file, as HTML forms send them (the query string works too, not both differing).
+    k: int | None = Field(default=None, ge=1, le=1000, description="`k` as a form field")
+    metric: Metric | None = Field(default=None, description="`metric` as a form field")
+    label: str | None = Field(default=None, max_length=200, description="`label` as a form field")
 
 
 class PredictionOut(BaseModel):
@@ -216,5 +221,6 @@ class HealthOut(BaseModel):
 
 
 class ReadyOut(BaseModel):
-    status: Literal["ready", "starting"] = Field(description="'ready' once requests will be served")
+    status: Literal["ready", "starting", "failed"] = Field(description="'ready' once requests will be served")
     model: str | None = Field(default=None, description="Model and embedding definition, once loaded")
+    detail: str | None = Field(default=None, description="Why the service could not start")

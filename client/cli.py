@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import NoReturn
 
 from client.report import RankReport, format_table
-from index.config import Settings, get_settings
+from index.config import Settings
 from index.errors import ImgsimError
+from index.startup import load_settings
+
+INTERRUPTED = 130  # the shell's code for a process stopped by Ctrl-C (128 + SIGINT)
 
 DESCRIPTION = """Rank every image of a folder by similarity to a reference image.
 
@@ -46,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_dir", default=None, help="index location (default: $IMGSIM_DATA_DIR or data)")
     p.add_argument("--model", default=None, help="model name (default: $IMGSIM_MODEL or efficientnet_lite0)")
     p.add_argument("--api_url", default=None, help="use a running imgsim API instead of the local index")
+    p.add_argument("--api_key", default=None, help="API key for --api_url (default: $IMGSIM_API_KEY)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
     return p
 
@@ -73,8 +77,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         }.items()
         if value is not None
     }
-    # Validated like the environment, so a path given on the command line becomes a Path.
-    return Settings(**{**get_settings().model_dump(), **overrides})
+    # Validated like the environment, so a path given on the command line becomes a Path; an invalid value
+    # (here or in IMGSIM_*) is one line naming the variable.
+    return load_settings(**overrides)
 
 
 def _fail(message: str) -> int:
@@ -90,16 +95,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("--top_k must be 0 (all) or a positive number")
     folder, ref = Path(args.images_folder), Path(args.ref_image)
     try:
-        if args.api_url:
+        settings = _settings(args)
+        api_url = args.api_url
+        if not api_url:
+            from index.lock import serving_url
+
+            api_url = serving_url(settings.data_dir)
+            if api_url:
+                print(f"{settings.data_dir} is served by the API at {api_url}: using it", file=sys.stderr)
+        if api_url:
             from client.remote import rank_folder_remote
 
-            report = rank_folder_remote(args.api_url, folder, ref, args.metric, show_progress=not args.quiet)
+            api_key = args.api_key or settings.api_key
+            report = rank_folder_remote(
+                api_url, folder, ref, args.metric, show_progress=not args.quiet, api_key=api_key
+            )
         else:
             from client.local import rank_folder_local
 
-            report = rank_folder_local(_settings(args), folder, ref, args.metric, show_progress=not args.quiet)
+            report = rank_folder_local(settings, folder, ref, args.metric, show_progress=not args.quiet)
     except ImgsimError as exc:
         return _fail(str(exc))
+    except KeyboardInterrupt:
+        print("interrupted: the images stored before Ctrl-C are kept", file=sys.stderr)
+        return INTERRUPTED
     for file, why in report.skipped:
         print(f"skipped {file}: {why}", file=sys.stderr)
     shown = report if args.top_k == 0 else RankReport(**{**report.__dict__, "rows": report.rows[: args.top_k]})
@@ -119,12 +138,15 @@ def rebuild_main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from index.rebuild import rebuild_index
 
-    settings = _settings(args)
     started = time.perf_counter()
     try:
+        settings = _settings(args)
         report = rebuild_index(settings, reembed=args.reembed)
     except ImgsimError as exc:
         return _fail(str(exc))
+    except KeyboardInterrupt:
+        print("interrupted: the index was left as it was", file=sys.stderr)
+        return INTERRUPTED
     print(
         f"rebuilt {settings.data_dir}: {report.count} vectors ({report.index_type}, {report.model}); "
         f"{report.reembedded} re-embedded, {report.failed} failed; {time.perf_counter() - started:.1f} s"

@@ -21,6 +21,7 @@ from index.ingest import list_image_files
 from index.registry import Prediction
 
 MULTIPART_OVERHEAD = 1024  # bytes of part headers allowed per file when packing a request under the limit
+RETRY_FOR_S = 120.0  # how long a 503 with Retry-After (model loading, queue full) is waited out
 
 
 class ApiError(ImgsimError):
@@ -35,12 +36,23 @@ def _detail(response: httpx.Response) -> str:
     return str(detail) if detail else response.text[:200] or response.reason_phrase
 
 
+def _send(http: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """Send a request, waiting and retrying while the API answers 503 with Retry-After (starting or busy)."""
+    deadline = time.monotonic() + RETRY_FOR_S
+    while True:
+        try:
+            response = http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot reach the API at {http.base_url}: {exc}") from exc
+        retry_after = response.headers.get("retry-after", "")
+        if response.status_code != 503 or not retry_after.isdigit() or time.monotonic() > deadline:
+            return response
+        time.sleep(min(float(retry_after), 5.0))
+
+
 def _call(http: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
     """Send a request; any error status or transport failure becomes an `ApiError`."""
-    try:
-        response = http.request(method, path, **kwargs)
-    except httpx.HTTPError as exc:
-        raise ApiError(f"cannot reach the API at {http.base_url}: {exc}") from exc
+    response = _send(http, method, path, **kwargs)
     if response.is_error:
         raise ApiError(f"{method} {path} failed with HTTP {response.status_code}: {_detail(response)}")
     return response
@@ -70,10 +82,7 @@ def chunk_files(
 
 def _post_ingest(http: httpx.Client, paths: Sequence[Path]) -> httpx.Response:
     files = [("files", (p.name, p.read_bytes())) for p in paths]
-    try:
-        return http.post("/ingest", files=files)
-    except httpx.HTTPError as exc:
-        raise ApiError(f"cannot reach the API at {http.base_url}: {exc}") from exc
+    return _send(http, "POST", "/ingest", files=files)
 
 
 def ingest_chunk(http: httpx.Client, paths: Sequence[Path]) -> dict[Path, dict[str, Any] | str]:
@@ -90,7 +99,7 @@ def ingest_chunk(http: httpx.Client, paths: Sequence[Path]) -> dict[Path, dict[s
     response = _post_ingest(http, paths)
     if response.status_code == 200:
         return dict(zip(paths, response.json()["results"], strict=True))
-    if not 400 <= response.status_code < 500:
+    if response.status_code in (401, 403) or not 400 <= response.status_code < 500:  # not about the files
         raise ApiError(f"POST /ingest failed with HTTP {response.status_code}: {_detail(response)}")
     if len(paths) > 1:
         out: dict[Path, dict[str, Any] | str] = {}
@@ -101,7 +110,14 @@ def ingest_chunk(http: httpx.Client, paths: Sequence[Path]) -> dict[Path, dict[s
 
 
 def rank_folder_remote(
-    api_url: str, folder: Path, ref: Path, metric: str, show_progress: bool, *, timeout: float = 600.0
+    api_url: str,
+    folder: Path,
+    ref: Path,
+    metric: str,
+    show_progress: bool,
+    *,
+    timeout: float = 600.0,
+    api_key: str | None = None,
 ) -> RankReport:
     """Upload `folder` to the API at `api_url`, then rank its images against `ref` (same report as local).
 
@@ -113,7 +129,8 @@ def rank_folder_remote(
     ref_file = reference_in_folder(folder, ref)
     files = list_image_files(folder)
     outcomes: dict[Path, dict[str, Any] | str] = {}
-    with httpx.Client(base_url=api_url.rstrip("/"), timeout=timeout) as http:
+    headers = {"X-API-Key": api_key} if api_key else {}
+    with httpx.Client(base_url=api_url.rstrip("/"), timeout=timeout, headers=headers) as http:
         limits = _call(http, "GET", "/stats").json()["limits"]
         bar = tqdm(total=len(files), unit="img", disable=not show_progress or len(files) < PROGRESS_MIN_IMAGES)
         with bar:

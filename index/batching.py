@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ from numpy.typing import NDArray
 
 from index.config import Settings
 from index.embedder import Embedder, EmbedResult
+from index.errors import DeadlineExceeded, Overloaded
 
 if TYPE_CHECKING:
     import torch
@@ -46,12 +48,24 @@ class BatchingStats:
 class MicroBatcher:
     """Runs `forward` in one worker thread over batches gathered from concurrent `run` calls."""
 
-    def __init__(self, forward: ForwardFn, max_batch: int, max_wait_s: float) -> None:
+    def __init__(
+        self,
+        forward: ForwardFn,
+        max_batch: int,
+        max_wait_s: float,
+        max_queued: int | None = None,
+        deadline_s: float | None = None,
+    ) -> None:
+        """`max_queued` bounds the crops waiting (beyond it `submit` raises `Overloaded`); `deadline_s` bounds
+        how long `run` waits for its rows (then it raises `DeadlineExceeded`). None: unbounded."""
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._forward = forward
         self.max_batch = max_batch
         self.max_wait_s = max(0.0, max_wait_s)
+        self.max_queued = max_queued
+        self.deadline_s = deadline_s
+        self.on_batch: Callable[[int], None] | None = None  # called with each forward pass's size (metrics)
         self.stats = BatchingStats()
         self._pending: deque[_Request] = deque()
         self._queued = 0  # crops waiting in `_pending`
@@ -59,17 +73,34 @@ class MicroBatcher:
         self._closed = False
         self._thread: threading.Thread | None = None
 
+    @property
+    def queued(self) -> int:
+        """Crops waiting for a forward pass."""
+        return self._queued
+
     def run(self, crops: NDArray[np.uint8]) -> EmbedResult:
         """Embed `crops` (batch, size, size, 3), possibly together with other callers' crops; blocks.
 
         Raises:
             RuntimeError: the batcher is closed.
+            Overloaded: the queue is full; DeadlineExceeded: the rows did not come within `deadline_s`.
             Whatever the forward pass raises.
         """
         if len(crops) == 0:
             return self._forward(crops)
-        futures = [self.submit(crops[start : start + self.max_batch]) for start in range(0, len(crops), self.max_batch)]
-        parts = [f.result() for f in futures]
+        futures: list[Future[EmbedResult]] = []
+        try:
+            for start in range(0, len(crops), self.max_batch):
+                futures.append(self.submit(crops[start : start + self.max_batch]))
+            deadline = None if self.deadline_s is None else time.monotonic() + self.deadline_s
+            parts = [f.result(None if deadline is None else max(0.0, deadline - time.monotonic())) for f in futures]
+        except FutureTimeout:
+            raise DeadlineExceeded(
+                f"the model did not get to this request within {self.deadline_s:g} s (IMGSIM_REQUEST_TIMEOUT_S)"
+            ) from None
+        finally:
+            for f in futures:
+                f.cancel()  # only those still queued: their crops leave the queue unembedded
         if len(parts) == 1:
             return parts[0]
         return EmbedResult(
@@ -84,6 +115,12 @@ class MicroBatcher:
         with self._cond:
             if self._closed:
                 raise RuntimeError("the micro-batcher is closed")
+            # An empty queue takes any request, however large: the limit bounds waiting, not request size.
+            if self.max_queued is not None and self._queued and self._queued + len(crops) > self.max_queued:
+                raise Overloaded(
+                    f"{self._queued} images are waiting for the model (IMGSIM_INFERENCE_QUEUE_LIMIT is "
+                    f"{self.max_queued}); retry shortly"
+                )
             if self._thread is None:
                 self._thread = threading.Thread(target=self._work, name="imgsim-microbatcher", daemon=True)
                 self._thread.start()
@@ -138,6 +175,8 @@ class MicroBatcher:
             self.stats.passes += 1
             self.stats.images += len(crops)
             self.stats.largest_batch = max(self.stats.largest_batch, len(crops))
+            if self.on_batch is not None:
+                self.on_batch(len(crops))
             start = 0
             for r in live:
                 end = start + len(r.crops)
@@ -154,7 +193,13 @@ class BatchingEmbedder(Embedder):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.batcher = MicroBatcher(super().forward, settings.batch_size, settings.microbatch_wait_ms / 1000.0)
+        self.batcher = MicroBatcher(
+            super().forward,
+            settings.batch_size,
+            settings.microbatch_wait_ms / 1000.0,
+            max_queued=settings.inference_queue_limit or None,
+            deadline_s=settings.request_timeout_s or None,
+        )
 
     def forward(self, crops: NDArray[np.uint8] | torch.Tensor) -> EmbedResult:
         """Like `Embedder.forward`, batched with concurrent callers' crops."""

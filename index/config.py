@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Metric = Literal["cosine", "euclidean", "dot"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 IndexKind = Literal["auto", "flat", "hnsw"]
+Scope = Literal["read", "write"]
+
+
+def _comma_list(value: object) -> object:
+    """A list from the environment: comma-separated (`a,b`) or a JSON list (`["a", "b"]`)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
 
 
 class Settings(BaseSettings):
@@ -38,6 +51,45 @@ class Settings(BaseSettings):
     decode_workers: int = Field(default=0, ge=0, description="Decode threads in the ingest pipeline; 0 = auto.")
     device_decode: bool = Field(default=True, description="On CUDA, decode JPEGs on the GPU (nvJPEG).")
     microbatch_wait_ms: float = Field(default=5.0, ge=0, description="How long the API gathers a batch.")
+    inference_queue_limit: int = Field(
+        default=256, ge=0, description="Images waiting for the model beyond which the API answers 503; 0 = no limit."
+    )
+    request_timeout_s: float = Field(
+        default=60.0, ge=0, description="How long a request waits for the model before a 503; 0 = no limit."
+    )
+    save_interval_s: float = Field(
+        default=60.0, ge=0, description="The API saves a changed vector index this often (seconds); 0 = only at exit."
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="'key:read' or 'key:write' entries, comma-separated; none = the API is open.",
+    )
+    api_key: str | None = Field(default=None, description="The key the CLI's remote mode sends to the API.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed to call the API from a browser, comma-separated."
+    )
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return _comma_list(value)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_keys(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            key, _, scope = entry.rpartition(":")
+            if not key or scope not in ("read", "write"):
+                raise ValueError("each API key is 'KEY:read' or 'KEY:write'")
+        return value
+
+    def key_scopes(self) -> dict[str, Scope]:
+        """API key -> its scope ('write' also allows reading)."""
+        scopes: dict[str, Scope] = {}
+        for entry in self.api_keys:
+            key, _, scope = entry.rpartition(":")
+            scopes[key] = "write" if scope == "write" else "read"
+        return scopes
 
 
 @lru_cache(maxsize=1)

@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from index.config import Settings
+from index.errors import InvalidArgument
 from index.registry import Prediction, Preprocessing, imagenet_labels, resolve_embedding, resolve_model
 from index.weights import file_sha256
 
@@ -38,7 +39,13 @@ def select_device(requested: str) -> torch.device:
 
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except RuntimeError as exc:
+        raise InvalidArgument(f"IMGSIM_DEVICE={requested} is not a device: use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise InvalidArgument(f"IMGSIM_DEVICE={requested}, but no such CUDA GPU is available here; use cpu or auto")
+    return device
 
 
 def select_precision(requested: str, device: torch.device) -> torch.dtype:

@@ -41,3 +41,27 @@ class WeightsNotFound(ImgsimError):
 
 class InvalidArgument(ImgsimError):
     """A search or listing argument is out of range (k, metric, page...)."""
+
+
+class StorageError(ImgsimError):
+    """The disk is full or failed while writing; nothing half-written was kept."""
+
+
+class DataDirLocked(ImgsimError):
+    """Another process writes to this data directory."""
+
+    def __init__(self, message: str, holder: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder or {}
+
+
+class DataDirDamaged(ImgsimError):
+    """The data directory holds images but its database is empty or missing: refused, never reset."""
+
+
+class Overloaded(ImgsimError):
+    """Too much work is queued; the caller should retry a little later."""
+
+
+class DeadlineExceeded(Overloaded):
+    """The work waited longer than the per-request deadline."""

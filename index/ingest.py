@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from index.config import Settings
+from index.datadir import storage_errors
 from index.embedder import Embedder
 from index.errors import ImgsimError, InvalidArgument
 from index.pipeline import EmbeddedImage, ImageSource, ReadImage, embed_read, read_sources
@@ -196,13 +197,20 @@ class Ingestor:
             )
             for e in batch
         ]
-        self.store.write_blobs([(e.decoded.sha256, e.data) for e in batch])
-        # One writer at a time: the existence check and the insert happen under this lock (and inside one
-        # SQLite transaction), so concurrent uploads of the same bytes create exactly one record.
+        fresh_blobs = [e.decoded.sha256 for e in batch if not self.store.blob_path(e.decoded.sha256).exists()]
+        try:
+            with storage_errors("store the images"):
+                self.store.write_blobs([(e.decoded.sha256, e.data) for e in batch])
+                # One writer at a time: the existence check and the insert happen under this lock (and inside one
+                # SQLite transaction), so concurrent uploads of the same bytes create exactly one record.
+                with self._write_lock:
+                    if self.store.get_meta("model") is None:
+                        self.store.set_meta({"model": self.embedder.version, "dim": str(self.embedder.dim)})
+                    inserted = self.store.insert(new_images, self.embedder.version, self.embedder.weights_hash)
+        except BaseException:
+            self._drop_unreferenced_blobs(fresh_blobs)
+            raise
         with self._write_lock:
-            if self.store.get_meta("model") is None:
-                self.store.set_meta({"model": self.embedder.version, "dim": str(self.embedder.dim)})
-            inserted = self.store.insert(new_images, self.embedder.version, self.embedder.weights_hash)
             added = [(inserted[e.decoded.sha256][0], e.embedding) for e in batch if inserted[e.decoded.sha256][1]]
             if added:
                 self.vectors.add(np.array([a[0] for a in added], np.int64), np.stack([a[1] for a in added]))
@@ -217,6 +225,17 @@ class Ingestor:
             )
             for e in batch
         ]
+
+    def _drop_unreferenced_blobs(self, hashes: Sequence[str]) -> None:
+        """After a failed insert: remove the bytes this batch wrote that no committed row refers to."""
+        with self._write_lock:
+            try:
+                kept = self.store.ids_by_sha(hashes)
+            except Exception:  # the store itself failing: leave the files rather than guess
+                return
+            for sha in hashes:
+                if sha not in kept:
+                    self.store.blob_path(sha).unlink(missing_ok=True)
 
     # --- embed / classify without storing ---
 

@@ -11,8 +11,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from index.config import Settings
+from index.datadir import storage_errors
 from index.embedder import Embedder
 from index.errors import ImageDecodeError, ImgsimError, InvalidArgument
+from index.lock import DataDirLock
 from index.pipeline import ImageSource, ReadImage, embed_read, read_sources
 from index.registry import Prediction
 from index.store import ImageStore
@@ -59,13 +61,19 @@ def rebuild_index(
 
     Raises:
         InvalidArgument: there is no data directory to rebuild.
+        DataDirLocked: another process writes to it.
         UnknownModel, WeightsNotFound: the configured model cannot be loaded.
     """
     if not settings.data_dir.is_dir():
         raise InvalidArgument(f"cannot use {settings.data_dir} as the data directory: not a directory")
     started = time.perf_counter()
     embedder = Embedder(settings)
-    store = ImageStore(settings.data_dir)
+    lock = DataDirLock(settings.data_dir, role="rebuild-index")
+    try:
+        store = ImageStore(settings.data_dir)
+    except BaseException:
+        lock.release()
+        raise
     try:
         built_with = store.get_meta("model")
         reembedded = failed = 0
@@ -76,9 +84,11 @@ def rebuild_index(
         dim = int(store.get_meta("dim") or embedder.dim)
         kind = choose_index_kind(settings, store.count())
         vectors = build_vectors(store, IndexMeta(model=model, dim=dim, kind=kind), settings)
-        vectors.save(settings.data_dir / INDEX_FILE)
+        with storage_errors("save the vector index"):
+            vectors.save(settings.data_dir / INDEX_FILE)
     finally:
         store.close()
+        lock.release()
     return RebuildReport(
         count=len(vectors),
         reembedded=reembedded,

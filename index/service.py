@@ -20,9 +20,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from index.config import Settings
+from index.datadir import is_storage_error, remove_temporary_files, storage_errors
 from index.embedder import Embedder
-from index.errors import InvalidArgument, ModelMismatch, UnknownReference
+from index.errors import InvalidArgument, ModelMismatch, StorageError, UnknownReference
 from index.ingest import Ingestor, IngestResult, list_image_files
+from index.lock import DataDirLock
 from index.pipeline import ImageSource, default_workers
 from index.rebuild import INDEX_FILE, build_vectors, choose_index_kind
 from index.registry import Prediction
@@ -50,11 +52,31 @@ class IndexStats:
 class ImageIndex:
     """A persistent, searchable collection of images in `settings.data_dir`."""
 
-    def __init__(self, settings: Settings, embedder: Embedder | None = None, *, check_model: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: Embedder | None = None,
+        *,
+        check_model: bool = True,
+        lock: DataDirLock | None = None,
+    ) -> None:
+        """Open the index, holding the data directory's writer lock (`lock`, or one taken here).
+
+        Raises:
+            DataDirLocked: another process writes to the data directory.
+            DataDirDamaged, InvalidArgument, ModelMismatch: the data directory cannot be used.
+        """
         self.settings = settings
         self.embedder = embedder or Embedder(settings)
-        self.store = ImageStore(settings.data_dir)
-        self.thumbnails = ThumbnailCache(settings.data_dir, max_pixels=settings.max_image_pixels)
+        self.lock = lock or DataDirLock(settings.data_dir)
+        self._owns_lock = lock is None
+        try:
+            remove_temporary_files(settings.data_dir)
+            self.store = ImageStore(settings.data_dir)
+            self.thumbnails = ThumbnailCache(settings.data_dir, max_pixels=settings.max_image_pixels)
+        except BaseException:
+            self._release_lock()
+            raise
         self.index_path = settings.data_dir / INDEX_FILE
         self._write_lock = threading.Lock()
         self.workers = settings.decode_workers or default_workers()
@@ -66,7 +88,12 @@ class ImageIndex:
             self.searcher = Searcher(self.store, self.vectors, self.ingestor.embed)
         except BaseException:
             self.store.close()
+            self._release_lock()
             raise
+
+    def _release_lock(self) -> None:
+        if self._owns_lock:
+            self.lock.release()
 
     # --- opening ----------------------------------------------------------------------------------------
 
@@ -138,20 +165,37 @@ class ImageIndex:
         if len(missing):
             log.warning("added %d stored images the vector index lacked", len(missing))
         if vectors.dirty or not self.index_path.exists():
-            vectors.save(self.index_path)
+            try:
+                vectors.save(self.index_path)
+            except OSError as exc:
+                if not is_storage_error(exc):
+                    raise
+                # SQLite holds every image: serve from memory and save later, when there is room again.
+                log.warning("cannot save the vector index now (%s); serving from SQLite, saving later", exc)
 
     def _build_vectors(self, kind: str) -> VectorIndex:
         return build_vectors(self.store, IndexMeta(model=self.model_version, dim=self.dim, kind=kind), self.settings)
 
     def flush(self) -> None:
-        """Persist the vector index if it changed since the last save."""
+        """Persist the vector index if it changed since the last save.
+
+        Raises:
+            StorageError: the disk is full or failing (the previous file stays as it was).
+        """
         if self.vectors.dirty:
-            with self._write_lock:
+            with self._write_lock, storage_errors("save the vector index"):
                 self.vectors.save(self.index_path)
 
     def close(self) -> None:
-        self.flush()
-        self.store.close()
+        """Save the vector index and release the store and the lock; on a full disk the save is left to the
+        next start, which catches the vector index up from SQLite."""
+        try:
+            self.flush()
+        except StorageError as exc:
+            log.warning("%s; it will be caught up from SQLite at the next start", exc)
+        finally:
+            self.store.close()
+            self._release_lock()
 
     def __enter__(self) -> ImageIndex:
         return self
@@ -260,7 +304,8 @@ class ImageIndex:
             UnknownReference.
         """
         with self._write_lock:
-            info = self.store.delete(image_id)
+            with storage_errors(f"delete image {image_id}"):
+                info = self.store.delete(image_id)
             if info is None:
                 raise UnknownReference(f"no image with id {image_id}")
             # SQLite has committed: even if the process dies before the next save, reopening drops the vector.

@@ -45,6 +45,7 @@ from sqlalchemy.orm import (
     sessionmaker,
 )
 
+from index.datadir import check_database_present
 from index.errors import InvalidArgument
 from index.registry import Prediction
 
@@ -193,6 +194,7 @@ class ImageStore:
 
         Raises:
             InvalidArgument: `data_dir` cannot be a directory, or its database file is not a SQLite database.
+            DataDirDamaged: the database is empty or missing although images are kept.
         """
         self.data_dir = data_dir
         try:
@@ -201,6 +203,7 @@ class ImageStore:
             raise InvalidArgument(f"cannot use {data_dir} as the data directory: {exc.strerror or exc}") from exc
         self.blob_dir = data_dir / "blobs"
         db_path = data_dir / "imgsim.sqlite3"
+        check_database_present(data_dir)
         self.engine = self._engine(db_path)
         try:
             Base.metadata.create_all(self.engine)
@@ -261,8 +264,12 @@ class ImageStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Unique per writer: concurrent uploads of the same bytes each write their own file, then one rename wins.
         tmp = path.with_name(f".{sha256}.{uuid.uuid4().hex}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk must not leave a partial file behind
+            raise
 
     def write_blobs(self, blobs: Sequence[tuple[str, bytes]]) -> None:
         """`write_blob` for many images at once; file I/O releases the GIL, so a few threads overlap it."""

@@ -220,30 +220,49 @@ class VectorIndex:
                 }
             ).encode()
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            with tmp.open("wb") as fh:
-                fh.write(_HEADER.pack(_MAGIC, len(header)))
-                fh.write(header)
-                crc = zlib.crc32(header)
-
-                def write(chunk: bytes) -> int:
-                    nonlocal crc
-                    crc = zlib.crc32(chunk, crc)
-                    return fh.write(chunk)
-
-                # Streamed through a callback so a large index is never copied whole into memory.
-                writer = faiss.PyCallbackIOWriter(write)
-                faiss.write_index(self._index, writer)
-                del writer
-                fh.write(_TRAILER.pack(_TRAILER_MAGIC, crc))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            try:
+                self._write_file(tmp, header)
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)  # a full disk must not leave a partial file behind
+                raise
+            # Still under the read lock: an add racing with this save leaves the index dirty for the next one.
+            self.dirty = False
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        self.dirty = False
+
+    def _write_file(self, tmp: Path, header: bytes) -> None:
+        with tmp.open("wb") as fh:
+            fh.write(_HEADER.pack(_MAGIC, len(header)))
+            fh.write(header)
+            crc = zlib.crc32(header)
+            failure: OSError | None = None
+
+            def write(chunk: bytes) -> int:
+                nonlocal crc, failure
+                crc = zlib.crc32(chunk, crc)
+                try:
+                    return fh.write(chunk)
+                except OSError as exc:  # FAISS would report it as a bare RuntimeError: keep the errno
+                    failure = exc
+                    raise
+
+            # Streamed through a callback so a large index is never copied whole into memory.
+            writer = faiss.PyCallbackIOWriter(write)
+            try:
+                faiss.write_index(self._index, writer)
+            except RuntimeError:
+                if failure is not None:
+                    raise failure from None
+                raise
+            finally:
+                del writer
+            fh.write(_TRAILER.pack(_TRAILER_MAGIC, crc))
+            fh.flush()
+            os.fsync(fh.fileno())
 
     @classmethod
     def load(cls, path: Path) -> VectorIndex:

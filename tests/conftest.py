@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -155,3 +158,25 @@ def unit_vectors(n: int, dim: int, seed: int = 0) -> NDArray[np.float32]:
     rng = np.random.default_rng(seed)
     v = rng.standard_normal((n, dim)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+# A second process that takes a data directory's writer lock and keeps it until killed.
+HOLD_LOCK = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from index.lock import DataDirLock
+    lock = DataDirLock(Path(sys.argv[1]), url=sys.argv[2] or None)
+    print("locked", flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def hold_lock_in_another_process(data_dir: Path, url: str = "") -> subprocess.Popen[str]:
+    """A process holding the writer lock of `data_dir` (as a server at `url`, if given); kill it when done."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(data_dir), url], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+    return proc

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, File, Query
 from pydantic import BaseModel, Field
@@ -13,12 +13,13 @@ from app.errors import UPLOAD_ERRORS, error_responses
 from app.schemas import HitOut, QueryImage, QueryOut, SearchResponse
 from app.uploads import upload_name
 from index.config import Metric
-from index.errors import UnknownReference
+from index.errors import InvalidArgument, UnknownReference
 from index.service import ImageIndex
 
 router = APIRouter(tags=["search"])
 
 MAX_K = 1000
+T = TypeVar("T")
 MAX_RANK_IDS = 100_000
 MAX_ID = 2**63 - 1
 
@@ -61,6 +62,15 @@ async def search_by_ref(
     )
 
 
+def _query_or_form(name: str, query: T, form: T | None, default: T) -> T:
+    """`k`, `metric` and `label` may come in the query string or as form fields beside the file (not both)."""
+    if form is None:
+        return query
+    if query != default and query != form:
+        raise InvalidArgument(f"{name} was given both in the query string and as a form field, with different values")
+    return form
+
+
 @router.post("/search", responses={**UPLOAD_ERRORS})
 async def search_by_image(
     index: IndexDep,
@@ -71,8 +81,12 @@ async def search_by_image(
 ) -> SearchResponse:
     """The k stored images most similar to an uploaded image, best first; nothing is stored.
 
-    `score` as for `GET /search`: similarity for cosine and dot, distance for euclidean.
+    `score` as for `GET /search`: similarity for cosine and dot, distance for euclidean. `k`, `metric` and
+    `label` may be sent in the query string or as form fields beside `file`.
     """
+    k = _query_or_form("k", k, form.k, 10)
+    metric = _query_or_form("metric", metric, form.metric, "cosine")
+    label = _query_or_form("label", label, form.label, None)
     name = upload_name(form.file.filename, 1)
     data = await form.file.read()
     # Decode, the (micro-batched) forward pass and the FAISS search block: in the thread pool.

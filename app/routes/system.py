@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import IndexDep, SettingsDep
+from app.lifecycle import STARTUP_RETRY_AFTER_S
 from app.schemas import HealthOut, LimitsOut, ReadyOut, StatsOut
 from index.service import ImageIndex
 
@@ -18,13 +19,19 @@ async def health() -> HealthOut:
     return HealthOut()
 
 
-@router.get("/ready", responses={503: {"model": ReadyOut, "description": "Still starting or shutting down"}})
+@router.get(
+    "/ready",
+    responses={503: {"model": ReadyOut, "description": "Still starting, or failed to start"}},
+    response_model_exclude_none=True,
+)
 async def ready(request: Request, response: Response) -> ReadyOut:
     """The model is loaded and the index is open: requests will be served."""
     index: ImageIndex | None = request.app.state.index
     if index is None or not index.embedder.loaded:
         response.status_code = 503
-        return ReadyOut(status="starting")
+        response.headers["Retry-After"] = str(STARTUP_RETRY_AFTER_S)
+        failed: str | None = request.app.state.startup_error
+        return ReadyOut(status="failed", detail=failed) if failed else ReadyOut(status="starting")
     return ReadyOut(status="ready", model=index.embedder.version)
 
 

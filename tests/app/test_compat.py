@@ -103,9 +103,13 @@ def test_a_file_that_is_not_an_image_gets_a_422_with_message_and_detail(server_u
 
 
 def test_a_request_without_files_gets_a_422_naming_the_field(server_url: str) -> None:
-    response = requests.post(f"{server_url}/upload-images/", data={"file": "x"}, timeout=30)
+    response = requests.post(f"{server_url}/upload-images/", timeout=30)
     assert response.status_code == 422
     assert assert_error_shape(response)["message"] == "files: Field required"
+    # A misspelt field is named too, rather than silently ignored.
+    misspelt = requests.post(f"{server_url}/upload-images/", data={"file": "x"}, timeout=30)
+    assert misspelt.status_code == 422
+    assert assert_error_shape(misspelt)["message"].startswith("file: unknown form field")
 
 
 def test_an_upload_over_the_size_limit_gets_a_413_with_message_and_detail(server_url: str, tmp_path: Path) -> None:

@@ -54,3 +54,18 @@ def test_openapi_documents_what_search_scores_mean(photo_client: TestClient) -> 
         "/ready",
         "/stats",
     }
+
+
+def test_an_unexpected_error_is_a_json_500_not_plain_text(tmp_path) -> None:
+    app = create_app(Settings(data_dir=tmp_path / "data"))
+
+    async def broken() -> None:
+        raise RuntimeError("something nobody expected")
+
+    app.add_api_route("/broken", broken)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/broken")
+        assert response.status_code == 500
+        assert response.headers["content-type"] == "application/json"
+        assert "RuntimeError" in response.json()["detail"]
+        assert client.get("/health").status_code == 200

@@ -110,3 +110,18 @@ def test_files_are_packed_into_requests_within_both_limits(tmp_path: Path) -> No
     chunks = list(chunk_files(paths, max_files=2, max_bytes=10_000))
     assert [[p.name for p in c] for c, _ in chunks] == [["0.bin", "1.bin"], ["2.bin", "3.bin"], ["5.bin"]]
     assert [(p.name, "larger" in why) for _, big in chunks for p, why in big] == [("4.bin", True)]
+
+
+def test_remote_mode_sends_the_api_key_and_a_missing_key_is_one_line(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = "reader-key:read,writer-key:write"
+    with running_server(tmp_path / "data", tmp_path / "server.log", IMGSIM_API_KEYS=keys) as url:
+        common = ["--api_url", url, "--images_folder", str(folder), "--quiet"]
+        code, _out, err = _run(capsys, *common)
+        assert code == 1 and err.count("\n") == 1 and "401" in err and "API key" in err
+        code, _out, err = _run(capsys, *common, "--api_key", "reader-key")
+        assert code == 1 and "403" in err
+        monkeypatch.setenv("IMGSIM_API_KEY", "writer-key")
+        code, out, _err = _run(capsys, *common)
+        assert code == 0 and "cat_mirror.png" in out

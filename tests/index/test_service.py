@@ -282,7 +282,8 @@ def test_deleting_without_closing_is_not_undone_by_reopening(
     index = open_index(sample_settings, embedder)
     victim = index.resolve_ref("rocket.jpg")
     index.delete(victim.id)
-    # No flush, no close: the process might have died here.
+    # No flush, no close: the process might have died here (and the operating system dropped its lock).
+    index.lock.release()
     with open_index(sample_settings, embedder) as reopened:
         assert victim.id not in reopened.vectors.ids().tolist()
         assert reopened.list_images()[0] == 9
@@ -418,6 +419,7 @@ def test_ingest_without_flush_or_close_loses_nothing(
     index.ingest_folder(images_dir)
     # Neither flush() nor close(): SQLite has committed, the FAISS file on disk is still the empty one.
     assert faiss_ids(settings) == []
+    index.lock.release()  # as the operating system does for a process that died
     with open_index(settings, embedder) as reopened:
         assert reopened.vectors.ids().tolist() == sqlite_ids(settings)
         _, hits = reopened.search_by_ref("cat.png", k=9)

@@ -1,0 +1,148 @@
+"""Start and stop of the API process.
+
+`/health` answers as soon as the process is up; the model loads and the index opens in the background, and
+`/ready` (and every route that needs the index) answers 503 with `Retry-After` until then. (An app created
+in-process, as tests do with `with TestClient(create_app(settings))`, waits instead: it is ready, or has
+raised, when the lifespan has started.) The data directory's
+writer lock is taken first, synchronously, so a second server on the same directory stops at once with one
+line naming the first. While serving, a changed vector index is saved every `IMGSIM_SAVE_INTERVAL_S`; at
+shutdown (uvicorn drains in-flight requests on SIGTERM first) it is saved once more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from index.batching import BatchingEmbedder
+from index.config import Settings
+from index.errors import ImgsimError, StorageError
+from index.lock import DataDirLock
+from index.service import ImageIndex
+
+log = logging.getLogger("app")
+
+STARTUP_RETRY_AFTER_S = 5
+
+
+def open_index(settings: Settings, lock: DataDirLock | None = None) -> ImageIndex:
+    """Load the model and open the store and vector index (seconds of blocking work)."""
+    embedder = BatchingEmbedder(settings)
+    # Opening first: a data directory that cannot be used is refused before the seconds of model loading.
+    index = ImageIndex(settings, embedder, lock=lock)
+    try:
+        embedder.load()
+    except BaseException:
+        close_index(index)
+        raise
+    return index
+
+
+def close_index(index: ImageIndex) -> None:
+    """Stop batching, persist the vector index (deferred to the next start on a full disk), close the store."""
+    if isinstance(index.embedder, BatchingEmbedder):
+        index.embedder.close()
+    index.close()
+
+
+def server_url(argv: list[str] | None = None) -> str | None:
+    """The address a `uvicorn app.main:app` process listens on, from its command line (None when unknown)."""
+    argv = sys.argv if argv is None else argv
+    if not argv or "uvicorn" not in argv[0]:
+        return None
+    options = {"--host": os.environ.get("UVICORN_HOST", "127.0.0.1"), "--port": os.environ.get("UVICORN_PORT", "8000")}
+    for n, arg in enumerate(argv):
+        if arg in ("--uds", "--fd"):
+            return None
+        name, eq, value = arg.partition("=")
+        if name in options:
+            options[name] = value if eq else (argv[n + 1] if n + 1 < len(argv) else options[name])
+    host = options["--host"]
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{options['--port']}"
+
+
+def startup_failed(app: FastAPI, message: str) -> None:
+    """Report a start-up failure as one line; a standalone server then exits (status 1), nothing to save."""
+    app.state.startup_error = message
+    if app.state.standalone:
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        logging.shutdown()
+        os._exit(1)
+    log.error("cannot start: %s", message)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ImgsimError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def _open_in_background(app: FastAPI, lock: DataDirLock) -> None:
+    settings: Settings = app.state.settings
+    try:
+        # Loading weights and reading the FAISS file block for seconds: off the event loop.
+        index = await run_in_threadpool(open_index, settings, lock)
+    except Exception as exc:
+        lock.release()
+        app.state.startup_exception = exc
+        startup_failed(app, _describe(exc))
+        return
+    app.state.index = index
+    metrics = getattr(app.state, "metrics", None)
+    if metrics is not None:
+        metrics.watch(index)
+    log.info("ready: %d images in %s", len(index.vectors), settings.data_dir)
+
+
+async def _save_periodically(app: FastAPI, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        index: ImageIndex | None = app.state.index
+        if index is None:
+            continue
+        try:
+            await run_in_threadpool(index.flush)
+        except StorageError as exc:
+            log.warning("%s; retrying in %g s", exc, interval_s)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    url = server_url() if app.state.standalone else None
+    try:
+        lock = DataDirLock(settings.data_dir, role="api", url=url)
+    except (ImgsimError, OSError) as exc:
+        startup_failed(app, _describe(exc))
+        raise
+    opening = asyncio.create_task(_open_in_background(app, lock))
+    if not app.state.standalone:
+        # In-process (tests, embedding the app): start like a library call, ready or raising when it returns.
+        await opening
+        if app.state.startup_exception is not None:
+            raise app.state.startup_exception
+    saver = asyncio.create_task(_save_periodically(app, settings.save_interval_s)) if settings.save_interval_s else None
+    try:
+        yield
+    finally:
+        if saver is not None:
+            saver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await saver
+        await opening  # a shutdown during start waits for the model, then closes cleanly
+        index, app.state.index = app.state.index, None
+        if index is not None:
+            await run_in_threadpool(close_index, index)
+        lock.release()
