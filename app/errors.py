@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from index.errors import (
     AmbiguousReference,
+    BackendUnavailable,
     ImageDecodeError,
     ImageTooLarge,
     ImgsimError,
@@ -35,6 +36,7 @@ STATUS_BY_ERROR: dict[type[ImgsimError], int] = {
     ModelMismatch: 503,
     UnknownModel: 503,
     WeightsNotFound: 503,
+    BackendUnavailable: 503,
 }
 FALLBACK_STATUS = 400
 

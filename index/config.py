@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 Metric = Literal["cosine", "euclidean", "dot"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 IndexKind = Literal["auto", "flat", "hnsw"]
+VectorStoreKind = Literal["faiss", "milvus"]
 
 
 class Settings(BaseSettings):
@@ -38,6 +39,20 @@ class Settings(BaseSettings):
     decode_workers: int = Field(default=0, ge=0, description="Decode threads in the ingest pipeline; 0 = auto.")
     device_decode: bool = Field(default=True, description="On CUDA, decode JPEGs on the GPU (nvJPEG).")
     microbatch_wait_ms: float = Field(default=5.0, ge=0, description="How long the API gathers a batch.")
+    # Past one machine (see the README's capacity plan); the defaults keep everything in `data_dir`.
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the metadata database; default: SQLite in data_dir."
+    )
+    blob_url: str | None = Field(
+        default=None, description="fsspec URL where image bytes are kept (file://, s3://); default: data_dir/blobs."
+    )
+    vector_store: VectorStoreKind = Field(default="faiss", description="'faiss' (in-process) or 'milvus'.")
+    milvus_uri: str = Field(default="", description="Milvus server URL, or a local milvus-lite file path.")
+    milvus_token: str = Field(default="", description="Milvus credentials ('user:password' or an API key).")
+    milvus_collection: str = Field(default="imgsim", description="Milvus collection holding the vectors.")
+    milvus_index: Literal["FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX"] = Field(
+        default="HNSW", description="Milvus index type (milvus-lite builds FLAT whatever this says)."
+    )
 
 
 @lru_cache(maxsize=1)

@@ -41,3 +41,8 @@ class WeightsNotFound(ImgsimError):
 
 class InvalidArgument(ImgsimError):
     """A search or listing argument is out of range (k, metric, page...)."""
+
+
+class BackendUnavailable(ImgsimError):
+    """A configured database, vector store or blob storage cannot be reached or used (wrong URL, wrong kind,
+    server down, a collection built for another model or dimension)."""

@@ -15,13 +15,13 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from index.backends import VectorStore
 from index.config import Settings
 from index.embedder import Embedder
 from index.errors import ImgsimError, InvalidArgument
 from index.pipeline import EmbeddedImage, ImageSource, ReadImage, embed_read, read_sources
 from index.registry import Prediction
 from index.store import ImageStore, NewImage
-from index.vectors import VectorIndex
 
 # Sources read, hashed and decoded per step of a large ingest (bytes of about 100 MB of typical photos).
 INGEST_CHUNK = 1024
@@ -73,7 +73,7 @@ class Ingestor:
         settings: Settings,
         embedder: Embedder,
         store: ImageStore,
-        vectors: VectorIndex,
+        vectors: VectorStore,
         write_lock: threading.Lock,
         workers: int,
     ) -> None:

@@ -65,7 +65,7 @@ def rebuild_index(
         raise InvalidArgument(f"cannot use {settings.data_dir} as the data directory: not a directory")
     started = time.perf_counter()
     embedder = Embedder(settings)
-    store = ImageStore(settings.data_dir)
+    store = ImageStore(settings.data_dir, settings.database_url, settings.blob_url)
     try:
         built_with = store.get_meta("model")
         reembedded = failed = 0
@@ -74,13 +74,19 @@ def rebuild_index(
         # Straight from SQLite: the old FAISS file is neither read nor repaired first, only replaced.
         model = store.get_meta("model") or embedder.version
         dim = int(store.get_meta("dim") or embedder.dim)
-        kind = choose_index_kind(settings, store.count())
-        vectors = build_vectors(store, IndexMeta(model=model, dim=dim, kind=kind), settings)
-        vectors.save(settings.data_dir / INDEX_FILE)
+        if settings.vector_store == "milvus":
+            from index.backends.milvus_store import rebuild_milvus
+
+            count, kind = rebuild_milvus(settings, store, IndexMeta(model=model, dim=dim, kind="milvus"))
+        else:
+            kind = choose_index_kind(settings, store.count())
+            vectors = build_vectors(store, IndexMeta(model=model, dim=dim, kind=kind), settings)
+            vectors.save(settings.data_dir / INDEX_FILE)
+            count = len(vectors)
     finally:
         store.close()
     return RebuildReport(
-        count=len(vectors),
+        count=count,
         reembedded=reembedded,
         failed=failed,
         index_type=kind,

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from index.backends import VectorStore, close_vector_store
 from index.config import Settings
 from index.embedder import Embedder
 from index.errors import InvalidArgument, ModelMismatch, UnknownReference
@@ -52,7 +53,7 @@ class ImageIndex:
     def __init__(self, settings: Settings, embedder: Embedder | None = None, *, check_model: bool = True) -> None:
         self.settings = settings
         self.embedder = embedder or Embedder(settings)
-        self.store = ImageStore(settings.data_dir)
+        self.store = ImageStore(settings.data_dir, settings.database_url, settings.blob_url)
         self.index_path = settings.data_dir / INDEX_FILE
         self._write_lock = threading.Lock()
         self.workers = settings.decode_workers or default_workers()
@@ -97,9 +98,14 @@ class ImageIndex:
     def _choose_kind(self, count: int) -> str:
         return choose_index_kind(self.settings, count)
 
-    def _open_vectors(self) -> VectorIndex:
-        """Load the FAISS file and bring it in line with SQLite; rebuild it when it cannot be trusted."""
+    def _open_vectors(self) -> VectorStore:
+        """The configured vector store, in line with the store: the FAISS file (rebuilt when it cannot be
+        trusted), or the Milvus collection `IMGSIM_VECTOR_STORE=milvus` names."""
         model, dim = self.model_version, self.dim
+        if self.settings.vector_store == "milvus":
+            from index.backends.milvus_store import open_milvus
+
+            return open_milvus(self.settings, self.store, IndexMeta(model=model, dim=dim, kind="milvus"))
         try:
             vectors = VectorIndex.load(self.index_path)
             if vectors.meta.model != model or vectors.meta.dim != dim:
@@ -149,6 +155,7 @@ class ImageIndex:
 
     def close(self) -> None:
         self.flush()
+        close_vector_store(self.vectors)
         self.store.close()
 
     def __enter__(self) -> ImageIndex:
