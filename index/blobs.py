@@ -7,6 +7,7 @@ same layout, `<root>/<first two hex digits>/<sha256>`, so a directory can move t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Sequence
@@ -103,10 +104,8 @@ class FsspecBlobs:
         return bytes(data)
 
     def delete(self, sha256: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self._path(sha256))
-        except FileNotFoundError:
-            pass
 
 
 def open_blobs(data_dir: Path, url: str | None) -> LocalBlobs | FsspecBlobs:

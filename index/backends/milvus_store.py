@@ -142,9 +142,7 @@ class MilvusVectorStore:
     # --- the VectorStore interface ------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        rows = self.client.query(
-            self.collection, filter="", output_fields=["count(*)"], consistency_level=CONSISTENCY
-        )
+        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"], consistency_level=CONSISTENCY)
         return int(rows[0]["count(*)"]) if rows else 0
 
     def ids(self) -> NDArray[np.int64]:

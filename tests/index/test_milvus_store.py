@@ -78,7 +78,9 @@ def test_deleted_images_leave_the_collection_and_never_come_back(
         assert index.vectors.ids().tolist() == index.store.ids().tolist()
 
 
-def test_the_collection_is_repaired_from_the_store_on_open(milvus_settings: Settings, embedder: CountingEmbedder) -> None:
+def test_the_collection_is_repaired_from_the_store_on_open(
+    milvus_settings: Settings, embedder: CountingEmbedder
+) -> None:
     with ImageIndex(milvus_settings, embedder) as index:
         expected = ranked(index, "cat.png")
         stored = index.store.ids()
@@ -109,7 +111,9 @@ def test_a_collection_built_for_another_model_or_dimension_is_refused_at_open(
     store = ImageStore(settings.data_dir)
     try:
         MilvusVectorStore(settings, store, IndexMeta(model=model, dim=dim, kind="flat")).close()
-        with pytest.raises(BackendUnavailable, match=rf"holds {re.escape(model)} vectors of dimension {dim}.*IMGSIM_MILVUS"):
+        with pytest.raises(
+            BackendUnavailable, match=rf"holds {re.escape(model)} vectors of dimension {dim}.*IMGSIM_MILVUS"
+        ):
             MilvusVectorStore(settings, store, IndexMeta(model="efficientnet_lite0:x", dim=16, kind="flat"))
     finally:
         store.close()
