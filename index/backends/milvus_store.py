@@ -104,13 +104,22 @@ class MilvusVectorStore:
         # An inverted index over the classes makes `array_contains_any` a lookup rather than a scan.
         if not self.local:
             index.add_index(_CLASSES, index_type="INVERTED")
-        self.client.create_collection(
-            self.collection,
-            schema=schema,
-            index_params=index,
-            consistency_level=CONSISTENCY,
-            properties={MODEL_PROPERTY: meta.model},
-        )
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            self.client.create_collection(
+                self.collection,
+                schema=schema,
+                index_params=index,
+                consistency_level=CONSISTENCY,
+                properties={MODEL_PROPERTY: meta.model},
+            )
+        except MilvusException:
+            # Replicas starting together: another one created it first; it must then be for this model.
+            if not self.client.has_collection(self.collection):
+                raise
+            self._check(meta)
+            return
         self.meta = IndexMeta(model=meta.model, dim=meta.dim, kind=kind.lower())
 
     def _check(self, meta: IndexMeta) -> None:
