@@ -55,31 +55,54 @@ def print_table(title: str, header: Sequence[str], rows: list[Sequence[Any]]) ->
 
 
 def bench_ingest(images: int, workers: Sequence[int], work: Path) -> list[dict[str, Any]]:
+    """In-process ingest (one process, the CLI's path) against Ray batch ingest with n model workers.
+
+    `seconds` is the whole run (Ray start and model loading in each actor included); `steady img/s` counts
+    from the first stored batch to the last, the rate a long run approaches.
+    """
     import ray
 
     from index.batch import batch_ingest
     from index.config import Settings
+    from index.service import ImageIndex
 
     folder = work / "photos"
     folder.mkdir()
     for p in sorted(SAMPLE.iterdir())[:images]:
         (folder / p.name).symlink_to(p)
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     results = []
+    start = time.perf_counter()
+    with ImageIndex(Settings(data_dir=work / "data-in-process")) as index:
+        stored = [r for r in index.ingest_folder(folder) if r.status == "added"]
+    seconds = time.perf_counter() - start
+    results.append(_ingest_row("in-process (no Ray)", len(stored), seconds, None))
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     for n in workers:
+        marks: list[tuple[float, int]] = []
         settings = Settings(data_dir=work / f"data-{n}")
-        report = batch_ingest(settings, folder, workers=n, batch_size=32)
-        results.append(
-            {
-                "workers": n,
-                "images": report.added + report.existing,
-                "failed": report.failed,
-                "seconds": round(report.seconds, 1),
-                "images_per_s": round(report.images_per_second, 2),
-            }
+        report = batch_ingest(
+            settings,
+            folder,
+            workers=n,
+            batch_size=32,
+            progress=lambda k, marks=marks: marks.append((time.perf_counter(), k)),
         )
+        steady = None
+        if len(marks) > 1:
+            steady = sum(k for _, k in marks[1:]) / (marks[-1][0] - marks[0][0])
+        results.append(_ingest_row(f"Ray, {n} worker(s)", report.added + report.existing, report.seconds, steady))
     ray.shutdown()
     return results
+
+
+def _ingest_row(run: str, images: int, seconds: float, steady: float | None) -> dict[str, Any]:
+    return {
+        "run": run,
+        "images": images,
+        "seconds": round(seconds, 1),
+        "img_per_s": round(images / seconds, 1),
+        "steady_img_per_s": round(steady, 1) if steady is not None else "",
+    }
 
 
 def _latencies(search: Any, queries: np.ndarray) -> tuple[float, float]:
