@@ -96,15 +96,15 @@ class Searcher:
         if k < 1:
             raise InvalidArgument("k must be at least 1")
         classes = resolve_label(label) if label else None
-        # A store that keeps the classes filters by them itself; otherwise the ids come from the store.
-        pushdown = classes is not None and isinstance(self.vectors, ClassFilteredSearch)
-        allowed = self.store.ids_with_labels(classes) if classes is not None and not pushdown else None
+        # A vector store that keeps each image's classes filters by them itself; otherwise the store's ids do.
+        by_class = self.vectors if classes is not None and isinstance(self.vectors, ClassFilteredSearch) else None
+        allowed = self.store.ids_with_labels(classes) if classes is not None and by_class is None else None
         if allowed is not None and len(allowed) == 0:
             return []
         if len(self.vectors) == 0:
             return []
-        if pushdown and classes is not None and isinstance(self.vectors, ClassFilteredSearch):
-            scores, ids = self.vectors.search_classes(query.reshape(1, -1), k + len(exclude), classes)
+        if by_class is not None and classes is not None:
+            scores, ids = by_class.search_classes(query.reshape(1, -1), k + len(exclude), classes)
         else:
             scores, ids = self.vectors.search(query.reshape(1, -1), k + len(exclude), allowed)
         pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and i not in exclude]

@@ -114,7 +114,7 @@ def _latencies(search: Any, queries: np.ndarray) -> tuple[float, float]:
     return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 95) * 1e3)
 
 
-def bench_search(sizes: Sequence[int], queries: int, work: Path) -> list[dict[str, Any]]:
+def bench_search(sizes: Sequence[int], queries: int, work: Path, kinds: Sequence[str]) -> list[dict[str, Any]]:
     from index.backends.milvus_store import MilvusVectorStore
     from index.config import Settings
     from index.store import ImageStore
@@ -127,7 +127,7 @@ def bench_search(sizes: Sequence[int], queries: int, work: Path) -> list[dict[st
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         ids = np.arange(1, n + 1, dtype=np.int64)
         qs = vectors[rng.integers(0, n, queries)] + 0.01
-        for kind in ("flat", "hnsw"):
+        for kind in kinds:
             before = psutil.Process().memory_info().rss
             start = time.perf_counter()
             index = VectorIndex(IndexMeta("bench", DIM, kind))
@@ -139,12 +139,14 @@ def bench_search(sizes: Sequence[int], queries: int, work: Path) -> list[dict[st
             index.save(path)
             p50, p95 = _latencies(lambda q, index=index: index.search(q, 10), qs)
             results.append(_row(f"faiss {kind}", n, build, p50, p95, grown, tree_bytes(path)))
+            print(json.dumps(results[-1]), flush=True)
             del index
             path.unlink()
         data_dir = work / f"milvus-{n}"
         settings = Settings(data_dir=data_dir, vector_store="milvus", milvus_uri=str(data_dir / "milvus.db"))
         store = ImageStore(data_dir)
-        children_before = sum(c.memory_info().rss for c in psutil.Process().children(recursive=True))
+        # milvus-lite runs in this process (older releases in a child): count both.
+        children_before = _rss_with_children()
         start = time.perf_counter()
         milvus = MilvusVectorStore(settings, store, IndexMeta("bench", DIM, "flat"))
         for s in range(0, n, 10_000):
@@ -152,12 +154,18 @@ def bench_search(sizes: Sequence[int], queries: int, work: Path) -> list[dict[st
         milvus.save()
         build = time.perf_counter() - start
         p50, p95 = _latencies(lambda q, milvus=milvus: milvus.search(q, 10), qs)
-        children = sum(c.memory_info().rss for c in psutil.Process().children(recursive=True)) - children_before
+        children = _rss_with_children() - children_before
         results.append(_row("milvus-lite flat", n, build, p50, p95, children, tree_bytes(data_dir / "milvus.db")))
+        print(json.dumps(results[-1]), flush=True)
         milvus.close()
         store.close()
         shutil.rmtree(data_dir)
     return results
+
+
+def _rss_with_children() -> int:
+    me = psutil.Process()
+    return int(me.memory_info().rss + sum(c.memory_info().rss for c in me.children(recursive=True)))
 
 
 def _row(backend: str, n: int, build: float, p50: float, p95: float, mem: int, disk: int) -> dict[str, Any]:
@@ -179,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", default="1,2", help="model workers to compare")
     p.add_argument("--sizes", default="20000", help="vector counts for the search part")
     p.add_argument("--queries", type=int, default=100)
+    p.add_argument("--faiss_kinds", default="flat,hnsw", help="FAISS index kinds to compare with Milvus")
     p.add_argument("--only", default="ingest,search")
     p.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = p.parse_args(argv)
@@ -194,7 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results["batch_ingest"] = rows
                 print_table("Ray batch ingest", list(rows[0]), [list(r.values()) for r in rows])
         if "search" in args.only:
-            rows = bench_search([int(s) for s in args.sizes.split(",")], args.queries, work)
+            sizes = [int(s) for s in args.sizes.split(",")]
+            rows = bench_search(sizes, args.queries, work, args.faiss_kinds.split(","))
             results["search"] = rows
             print_table(f"Search, k=10, dim {DIM}", list(rows[0]), [list(r.values()) for r in rows])
     args.out.mkdir(parents=True, exist_ok=True)
