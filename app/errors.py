@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from index.datadir import is_storage_error, storage_message
 from index.errors import (
     AmbiguousReference,
+    BackendUnavailable,
     DataDirDamaged,
     DataDirLocked,
     ImageDecodeError,
@@ -48,6 +49,7 @@ STATUS_BY_ERROR: dict[type[ImgsimError], int] = {
     Overloaded: 503,
     # The disk is full or failing: nothing was stored, reads still work.
     StorageError: 507,
+    BackendUnavailable: 503,
 }
 FALLBACK_STATUS = 400
 RETRY_AFTER_S = 1

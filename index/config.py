@@ -27,6 +27,9 @@ def _comma_list(value: object) -> object:
     return value
 
 
+VectorStoreKind = Literal["faiss", "milvus"]
+
+
 class Settings(BaseSettings):
     """Everything configurable; each field can be set as `IMGSIM_<NAME>`."""
 
@@ -90,6 +93,21 @@ class Settings(BaseSettings):
             key, _, scope = entry.rpartition(":")
             scopes[key] = "write" if scope == "write" else "read"
         return scopes
+
+    # Past one machine (see the README's capacity plan); the defaults keep everything in `data_dir`.
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the metadata database; default: SQLite in data_dir."
+    )
+    blob_url: str | None = Field(
+        default=None, description="fsspec URL where image bytes are kept (file://, s3://); default: data_dir/blobs."
+    )
+    vector_store: VectorStoreKind = Field(default="faiss", description="'faiss' (in-process) or 'milvus'.")
+    milvus_uri: str = Field(default="", description="Milvus server URL, or a local milvus-lite file path.")
+    milvus_token: str = Field(default="", description="Milvus credentials ('user:password' or an API key).")
+    milvus_collection: str = Field(default="imgsim", description="Milvus collection holding the vectors.")
+    milvus_index: Literal["FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX"] = Field(
+        default="HNSW", description="Milvus index type (milvus-lite builds FLAT whatever this says)."
+    )
 
 
 @lru_cache(maxsize=1)

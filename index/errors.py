@@ -65,3 +65,8 @@ class Overloaded(ImgsimError):
 
 class DeadlineExceeded(Overloaded):
     """The work waited longer than the per-request deadline."""
+
+
+class BackendUnavailable(ImgsimError):
+    """A configured database, vector store or blob storage cannot be reached or used (wrong URL, wrong kind,
+    server down, a collection built for another model or dimension)."""

@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from index.backends import VectorStore
 from index.config import Settings
 from index.datadir import storage_errors
 from index.embedder import Embedder
@@ -22,7 +23,6 @@ from index.errors import ImgsimError, InvalidArgument
 from index.pipeline import EmbeddedImage, ImageSource, ReadImage, embed_read, read_sources
 from index.registry import Prediction
 from index.store import ImageStore, NewImage
-from index.vectors import VectorIndex
 
 # Sources read, hashed and decoded per step of a large ingest (bytes of about 100 MB of typical photos).
 INGEST_CHUNK = 1024
@@ -74,7 +74,7 @@ class Ingestor:
         settings: Settings,
         embedder: Embedder,
         store: ImageStore,
-        vectors: VectorIndex,
+        vectors: VectorStore,
         write_lock: threading.Lock,
         workers: int,
     ) -> None:
@@ -197,7 +197,7 @@ class Ingestor:
             )
             for e in batch
         ]
-        fresh_blobs = [e.decoded.sha256 for e in batch if not self.store.blob_path(e.decoded.sha256).exists()]
+        fresh_blobs = [e.decoded.sha256 for e in batch if not self.store.has_blob(e.decoded.sha256)]
         try:
             with storage_errors("store the images"):
                 self.store.write_blobs([(e.decoded.sha256, e.data) for e in batch])
@@ -235,7 +235,7 @@ class Ingestor:
                 return
             for sha in hashes:
                 if sha not in kept:
-                    self.store.blob_path(sha).unlink(missing_ok=True)
+                    self.store.delete_blob(sha)
 
     # --- embed / classify without storing ---
 

@@ -70,7 +70,7 @@ def rebuild_index(
     embedder = Embedder(settings)
     lock = DataDirLock(settings.data_dir, role="rebuild-index")
     try:
-        store = ImageStore(settings.data_dir)
+        store = ImageStore(settings.data_dir, settings.database_url, settings.blob_url)
     except BaseException:
         lock.release()
         raise
@@ -82,15 +82,21 @@ def rebuild_index(
         # Straight from SQLite: the old FAISS file is neither read nor repaired first, only replaced.
         model = store.get_meta("model") or embedder.version
         dim = int(store.get_meta("dim") or embedder.dim)
-        kind = choose_index_kind(settings, store.count())
-        vectors = build_vectors(store, IndexMeta(model=model, dim=dim, kind=kind), settings)
-        with storage_errors("save the vector index"):
-            vectors.save(settings.data_dir / INDEX_FILE)
+        if settings.vector_store == "milvus":
+            from index.backends.milvus_store import rebuild_milvus
+
+            count, kind = rebuild_milvus(settings, store, IndexMeta(model=model, dim=dim, kind="milvus"))
+        else:
+            kind = choose_index_kind(settings, store.count())
+            vectors = build_vectors(store, IndexMeta(model=model, dim=dim, kind=kind), settings)
+            with storage_errors("save the vector index"):
+                vectors.save(settings.data_dir / INDEX_FILE)
+            count = len(vectors)
     finally:
         store.close()
         lock.release()
     return RebuildReport(
-        count=len(vectors),
+        count=count,
         reembedded=reembedded,
         failed=failed,
         index_type=kind,

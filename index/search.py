@@ -9,12 +9,13 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from index.backends import ClassFilteredSearch, VectorStore
 from index.config import Metric
 from index.errors import AmbiguousReference, InvalidArgument, UnknownReference
 from index.pipeline import ImageSource
 from index.registry import Prediction, imagenet_labels
 from index.store import ImageInfo, ImageStore
-from index.vectors import VectorIndex, scores_for_metric
+from index.vectors import scores_for_metric
 
 METRICS: tuple[Metric, ...] = ("cosine", "euclidean", "dot")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -49,7 +50,7 @@ def resolve_label(label: str) -> set[int]:
 class Searcher:
     """Read-only queries over a store and its vector index."""
 
-    def __init__(self, store: ImageStore, vectors: VectorIndex, embed: EmbedFn) -> None:
+    def __init__(self, store: ImageStore, vectors: VectorStore, embed: EmbedFn) -> None:
         self.store = store
         self.vectors = vectors
         self._embed = embed
@@ -94,12 +95,18 @@ class Searcher:
             raise InvalidArgument(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
         if k < 1:
             raise InvalidArgument("k must be at least 1")
-        allowed = self.store.ids_with_labels(resolve_label(label)) if label else None
+        classes = resolve_label(label) if label else None
+        # A vector store that keeps each image's classes filters by them itself; otherwise the store's ids do.
+        by_class = self.vectors if classes is not None and isinstance(self.vectors, ClassFilteredSearch) else None
+        allowed = self.store.ids_with_labels(classes) if classes is not None and by_class is None else None
         if allowed is not None and len(allowed) == 0:
             return []
         if len(self.vectors) == 0:
             return []
-        scores, ids = self.vectors.search(query.reshape(1, -1), k + len(exclude), allowed)
+        if by_class is not None and classes is not None:
+            scores, ids = by_class.search_classes(query.reshape(1, -1), k + len(exclude), classes)
+        else:
+            scores, ids = self.vectors.search(query.reshape(1, -1), k + len(exclude), allowed)
         pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and i not in exclude]
         infos = self.store.get_many([i for i, _ in pairs])
         metric_scores = scores_for_metric(np.array([s for _, s in pairs], np.float32), metric)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from index.backends import VectorStore, close_vector_store
 from index.config import Settings
 from index.datadir import is_storage_error, remove_temporary_files, storage_errors
 from index.embedder import Embedder
@@ -72,7 +73,7 @@ class ImageIndex:
         self._owns_lock = lock is None
         try:
             remove_temporary_files(settings.data_dir)
-            self.store = ImageStore(settings.data_dir)
+            self.store = ImageStore(settings.data_dir, settings.database_url, settings.blob_url)
             self.thumbnails = ThumbnailCache(settings.data_dir, max_pixels=settings.max_image_pixels)
         except BaseException:
             self._release_lock()
@@ -126,9 +127,14 @@ class ImageIndex:
     def _choose_kind(self, count: int) -> str:
         return choose_index_kind(self.settings, count)
 
-    def _open_vectors(self) -> VectorIndex:
-        """Load the FAISS file and bring it in line with SQLite; rebuild it when it cannot be trusted."""
+    def _open_vectors(self) -> VectorStore:
+        """The configured vector store, in line with the store: the FAISS file (rebuilt when it cannot be
+        trusted), or the Milvus collection `IMGSIM_VECTOR_STORE=milvus` names."""
         model, dim = self.model_version, self.dim
+        if self.settings.vector_store == "milvus":
+            from index.backends.milvus_store import open_milvus
+
+            return open_milvus(self.settings, self.store, IndexMeta(model=model, dim=dim, kind="milvus"))
         try:
             vectors = VectorIndex.load(self.index_path)
             if vectors.meta.model != model or vectors.meta.dim != dim:
@@ -194,6 +200,7 @@ class ImageIndex:
         except StorageError as exc:
             log.warning("%s; it will be caught up from SQLite at the next start", exc)
         finally:
+            close_vector_store(self.vectors)
             self.store.close()
             self._release_lock()
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,15 +21,11 @@ from sqlalchemy import (
     Select,
     String,
     UniqueConstraint,
-    create_engine,
     delete,
-    event,
     func,
-    insert,
     select,
 )
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -45,8 +38,10 @@ from sqlalchemy.orm import (
     sessionmaker,
 )
 
+from index import blobs as blob_storage
+from index.database import create_store_engine, migrate, sqlite_url
 from index.datadir import check_database_present
-from index.errors import InvalidArgument
+from index.errors import BackendUnavailable, InvalidArgument
 from index.registry import Prediction
 
 
@@ -187,14 +182,16 @@ def _filtered(query: Select[Any], classes: Iterable[int] | None, name: str | Non
 
 
 class ImageStore:
-    """SQLite (WAL, busy timeout, foreign keys) through SQLAlchemy 2, plus content-addressed blobs on disk."""
+    """The metadata database through SQLAlchemy 2 (SQLite in WAL mode by default, or PostgreSQL), plus
+    content-addressed blobs (a local directory by default, or any fsspec URL)."""
 
-    def __init__(self, data_dir: Path) -> None:
-        """Open (creating when needed) the store in `data_dir`.
+    def __init__(self, data_dir: Path, database_url: str | None = None, blob_url: str | None = None) -> None:
+        """Open (creating when needed) the store in `data_dir`, or in the database and blob storage named.
 
         Raises:
             InvalidArgument: `data_dir` cannot be a directory, or its database file is not a SQLite database.
             DataDirDamaged: the database is empty or missing although images are kept.
+            BackendUnavailable: `database_url` or `blob_url` cannot be used.
         """
         self.data_dir = data_dir
         try:
@@ -202,10 +199,14 @@ class ImageStore:
         except OSError as exc:
             raise InvalidArgument(f"cannot use {data_dir} as the data directory: {exc.strerror or exc}") from exc
         self.blob_dir = data_dir / "blobs"
-        db_path = data_dir / "imgsim.sqlite3"
-        check_database_present(data_dir)
-        self.engine = self._engine(db_path)
+        if database_url is None:
+            check_database_present(data_dir)
+        self.blobs = blob_storage.open_blobs(data_dir, blob_url)
+        url = database_url or sqlite_url(data_dir)
+        self.engine = create_store_engine(url)
         try:
+            migrate(self.engine)
+            # Tables of models that have no migration yet; a no-op once every table has one.
             Base.metadata.create_all(self.engine)
             # create_all makes missing tables only: indexes added since a data dir was made are made here.
             for table in Base.metadata.sorted_tables:
@@ -213,23 +214,14 @@ class ImageStore:
                     table_index.create(self.engine, checkfirst=True)
         except DatabaseError as exc:
             self.engine.dispose()
-            raise InvalidArgument(f"{db_path} is not a usable imgsim database: {exc.orig}") from exc
+            if database_url:
+                raise BackendUnavailable(f"{self.engine.url!r} is not a usable imgsim database: {exc.orig}") from exc
+            raise InvalidArgument(f"{data_dir / 'imgsim.sqlite3'} is not a usable imgsim database: {exc.orig}") from exc
+        # ON CONFLICT clauses are dialect-specific: concurrent writers (replicas) insert the same content once.
+        self._insert: Callable[..., Any] = (
+            postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-
-    @staticmethod
-    def _engine(path: Path) -> Engine:
-        engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
-        return engine
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -249,39 +241,31 @@ class ImageStore:
     def set_meta(self, values: dict[str, str]) -> None:
         with self.session() as s:
             for key, value in values.items():
-                s.merge(MetaRow(key=key, value=value))
+                stmt = self._insert(MetaRow).values(key=key, value=value)
+                s.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}))
 
     # --- blobs ------------------------------------------------------------------------------------------
 
     def blob_path(self, sha256: str) -> Path:
         return self.blob_dir / sha256[:2] / sha256
 
+    def has_blob(self, sha256: str) -> bool:
+        return self.blobs.exists(sha256)
+
+    def delete_blob(self, sha256: str) -> None:
+        self.blobs.delete(sha256)
+
     def write_blob(self, sha256: str, data: bytes) -> None:
         """Keep the original bytes, content-addressed, so everything can be re-embedded later."""
-        path = self.blob_path(sha256)
-        if path.exists():
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Unique per writer: concurrent uploads of the same bytes each write their own file, then one rename wins.
-        tmp = path.with_name(f".{sha256}.{uuid.uuid4().hex}.tmp")
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)  # a full disk must not leave a partial file behind
-            raise
+        self.blobs.write(sha256, data)
 
     def write_blobs(self, blobs: Sequence[tuple[str, bytes]]) -> None:
-        """`write_blob` for many images at once; file I/O releases the GIL, so a few threads overlap it."""
-        if len(blobs) < 4:
-            for sha256, data in blobs:
-                self.write_blob(sha256, data)
-            return
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            list(pool.map(lambda blob: self.write_blob(*blob), blobs))
+        """`write_blob` for many images at once."""
+        blob_storage.write_many(self.blobs, blobs)
 
     def read_blob(self, sha256: str) -> bytes:
-        return self.blob_path(sha256).read_bytes()
+        """Raises: FileNotFoundError: the bytes are not kept."""
+        return self.blobs.read(sha256)
 
     # --- images -----------------------------------------------------------------------------------------
 
@@ -318,6 +302,8 @@ class ImageStore:
             fresh = list({i.sha256: i for i in images if i.sha256 not in existing}.values())
             if fresh:
                 # One multi-row INSERT ... RETURNING for the batch (row by row, the ORM costs ~1 ms an image).
+                # ON CONFLICT DO NOTHING: another process (a replica) may have stored the same bytes since the
+                # SELECT above; its row wins and this batch reports the content as already stored.
                 rows = [
                     {
                         "sha256": img.sha256,
@@ -333,17 +319,25 @@ class ImageStore:
                     }
                     for img in fresh
                 ]
-                inserted = s.execute(insert(ImageRow).returning(ImageRow.sha256, ImageRow.id), rows)
+                stmt = self._insert(ImageRow).on_conflict_do_nothing(index_elements=["sha256"])
+                inserted = s.execute(stmt.returning(ImageRow.sha256, ImageRow.id), rows)
                 for sha, image_id in inserted:
                     existing[sha] = image_id
                     result[sha] = (image_id, True)
+                lost = [img.sha256 for img in fresh if img.sha256 not in result]
+                if lost:
+                    query = select(ImageRow.sha256, ImageRow.id).where(ImageRow.sha256.in_(lost))
+                    for sha, image_id in s.execute(query):
+                        existing[sha] = image_id
+                        result[sha] = (image_id, False)
                 labels = [
                     {"image_id": existing[img.sha256], "class_index": c}
                     for img in fresh
+                    if result[img.sha256][1]
                     for c in sorted({p.class_index for p in img.predictions})
                 ]
                 if labels:
-                    s.execute(insert(LabelRow), labels)
+                    s.execute(self._insert(LabelRow), labels)
             self._add_names(s, [(existing[i.sha256], i.name, i.path) for i in images])
         return result
 
@@ -352,11 +346,10 @@ class ImageStore:
         with self.session() as s:
             self._add_names(s, names)
 
-    @staticmethod
-    def _add_names(s: Session, names: Sequence[tuple[int, str, str]]) -> None:
+    def _add_names(self, s: Session, names: Sequence[tuple[int, str, str]]) -> None:
         rows = [{"image_id": i, "name": n, "path": p} for i, n, p in dict.fromkeys(names)]
         if rows:
-            s.execute(sqlite_insert(NameRow).values(rows).on_conflict_do_nothing())
+            s.execute(self._insert(NameRow).values(rows).on_conflict_do_nothing())
 
     def get(self, image_id: int) -> ImageInfo | None:
         with self.session() as s:
@@ -480,5 +473,5 @@ class ImageStore:
                 return None
             info = _info(row)
             s.delete(row)
-        self.blob_path(info.sha256).unlink(missing_ok=True)
+        self.blobs.delete(info.sha256)
         return info

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +27,58 @@ IMAGES_DIR = REPO_ROOT / "images"
 # The ImageNet sample lives beside the checkout, never inside it; tests that need it skip without it.
 IMAGENET_SAMPLE_DIR = REPO_ROOT.parent / "shared" / "datasets" / "imagenet-sample"
 CAT_VARIANTS = frozenset({"cat_crop.jpg", "cat_mirror.png", "cat_recompressed.jpg", "cat_grey.png"})
+
+# The two configurations the store-level and API tests run against. PostgreSQL comes from a server whose
+# URL (a role allowed to create databases) is in this variable; `.ci/run` starts one and sets it.
+BACKENDS = ("sqlite-faiss", "postgresql-milvus")
+POSTGRES_URL_ENV = "IMGSIM_TEST_POSTGRES_URL"
+_created_databases: list[str] = []
+
+
+def postgres_admin_url() -> str:
+    url = os.environ.get(POSTGRES_URL_ENV, "")
+    if not url:
+        pytest.skip(f"no PostgreSQL server: set {POSTGRES_URL_ENV}=postgresql+psycopg://user@host:port/postgres")
+    return url
+
+
+def fresh_postgres_database() -> str:
+    """The URL of a new, empty database on the test server (dropped at the end of the session)."""
+    from sqlalchemy import create_engine, make_url
+
+    admin = make_url(postgres_admin_url())
+    name = f"imgsim_test_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    engine.dispose()
+    _created_databases.append(name)
+    return admin.set(database=name).render_as_string(hide_password=False)
+
+
+def backend_overrides(backend: str, folder: Path) -> dict[str, Any]:
+    """Settings that put an index on `backend`; `folder` holds whatever it keeps in files."""
+    if backend == "sqlite-faiss":
+        return {}
+    return {
+        "database_url": fresh_postgres_database(),
+        "vector_store": "milvus",
+        "milvus_uri": str(folder / "milvus.db"),
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_databases() -> Iterator[None]:
+    yield
+    if not _created_databases:
+        return
+    from sqlalchemy import create_engine
+
+    engine = create_engine(os.environ[POSTGRES_URL_ENV], isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        for name in _created_databases:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    engine.dispose()
 
 
 def model_version(model: str = "efficientnet_lite0") -> str:
@@ -61,11 +116,21 @@ class ImageFactory(Protocol):
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path) -> SettingsFactory:
-    """Settings whose data directory is `tmp_path / "data"`, with any field overridden."""
+def backend() -> str:
+    """The configuration tests run against; modules and folders that describe behaviour every backend must
+    share override this with `params=BACKENDS`."""
+    return "sqlite-faiss"
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, backend: str) -> SettingsFactory:
+    """Settings whose data directory is `tmp_path / "data"` (on `backend`), with any field overridden."""
+    on_backend: list[dict[str, Any]] = []  # one database per test, made on first use
 
     def make(**overrides: Any) -> Settings:
-        return Settings(**{"data_dir": tmp_path / "data", **overrides})
+        if not on_backend:
+            on_backend.append(backend_overrides(backend, tmp_path))
+        return Settings(**{"data_dir": tmp_path / "data", **on_backend[0], **overrides})
 
     return make
 

@@ -1,4 +1,4 @@
-"""The SQLite store: rows per content, names, blobs, meta, deletion."""
+"""The store: rows per content, names, blobs, meta, deletion; on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from index.errors import InvalidArgument
 from index.registry import Prediction
 from index.store import ImageStore, NewImage
-from tests.conftest import unit_vectors
+from tests.conftest import fresh_postgres_database, unit_vectors
 
 DIM = 16
 
@@ -30,18 +30,24 @@ def new_image(n: int, name: str | None = None, path: str = "") -> NewImage:
     )
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """None: SQLite in the data directory; otherwise a fresh PostgreSQL database."""
+    return fresh_postgres_database() if request.param == "postgresql" else None
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> ImageStore:
-    return ImageStore(tmp_path / "data")
+def store(tmp_path: Path, database_url: str | None) -> ImageStore:
+    return ImageStore(tmp_path / "data", database_url)
 
 
-def test_inserted_images_persist_after_reopening(tmp_path: Path) -> None:
-    store = ImageStore(tmp_path / "data")
+def test_inserted_images_persist_after_reopening(tmp_path: Path, database_url: str | None) -> None:
+    store = ImageStore(tmp_path / "data", database_url)
     inserted = store.insert([new_image(1, path="/photos/image1.png"), new_image(2)], "m:mean", "w" * 64)
     store.set_meta({"model": "m:mean", "dim": str(DIM)})
     store.close()
 
-    reopened = ImageStore(tmp_path / "data")
+    reopened = ImageStore(tmp_path / "data", database_url)
     assert reopened.count() == 2
     info = reopened.get(inserted[f"{1:064x}"][0])
     assert info is not None
@@ -88,11 +94,11 @@ def test_delete_removes_row_names_labels_and_blob(store: ImageStore) -> None:
     assert store.delete(image_id) is None
 
 
-def test_a_deleted_id_is_never_handed_out_again(store: ImageStore) -> None:
+def test_a_deleted_id_is_never_handed_out_again(store: ImageStore, database_url: str | None) -> None:
     ids = [store.insert([new_image(n)], "m", "w")[f"{n:064x}"][0] for n in (1, 2)]
     store.delete(ids[1])
     store.close()
-    reopened = ImageStore(store.data_dir)
+    reopened = ImageStore(store.data_dir, database_url)
     new_id = reopened.insert([new_image(3)], "m", "w")[f"{3:064x}"][0]
     assert new_id > ids[1]
 
@@ -122,7 +128,8 @@ def test_iterating_embeddings_yields_every_row_once_in_id_order(store: ImageStor
     assert all(v.shape[1] == DIM for _, v in batches)
 
 
-def test_database_uses_wal_and_enforces_foreign_keys(store: ImageStore) -> None:
+def test_sqlite_database_uses_wal_and_enforces_foreign_keys(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "data")
     store.insert([new_image(1)], "m", "w")
     db = sqlite3.connect(store.data_dir / "imgsim.sqlite3")
     try:
