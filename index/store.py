@@ -167,7 +167,9 @@ def _info(row: ImageRow) -> ImageInfo:
     )
 
 
-def _filtered(query: Select[Any], classes: Iterable[int] | None, name: str | None) -> Select[Any]:
+def _filtered(
+    query: Select[Any], classes: Iterable[int] | None, name: str | None, *, ilike: bool = False
+) -> Select[Any]:
     # Semi-joins: the label filter goes through the class_index index; a substring of a name cannot use an
     # index, so the narrow name index is scanned (tests/benchmarks/web_library.py measures both at 100k).
     if classes is not None:
@@ -176,7 +178,9 @@ def _filtered(query: Select[Any], classes: Iterable[int] | None, name: str | Non
     if name:
         escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         # SQLite's LIKE ignores case (ASCII letters) by itself; lower() on every name would cost 2-3x more.
-        named = select(NameRow.image_id).where(NameRow.name.like(f"%{escaped}%", escape="\\"))
+        # PostgreSQL's LIKE is case-sensitive: ILIKE there (`ilike`).
+        like = NameRow.name.ilike if ilike else NameRow.name.like
+        named = select(NameRow.image_id).where(like(f"%{escaped}%", escape="\\"))
         query = query.where(ImageRow.id.in_(named))
     return query
 
@@ -221,6 +225,7 @@ class ImageStore:
         self._insert: Callable[..., Any] = (
             postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
         )
+        self._ilike = self.engine.dialect.name == "postgresql"
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -383,7 +388,12 @@ class ImageStore:
         """A page of images in id order, optionally only those with one of `classes` among their top
         predictions and a name containing `name` (ASCII letters in any case)."""
         # The page's ids first, from the narrow id index (an offset walks it, not the wide rows), then those rows.
-        page = _filtered(select(ImageRow.id), classes, name).order_by(ImageRow.id).offset(offset).limit(limit)
+        page = (
+            _filtered(select(ImageRow.id), classes, name, ilike=self._ilike)
+            .order_by(ImageRow.id)
+            .offset(offset)
+            .limit(limit)
+        )
         with self.session() as s:
             ids = list(s.scalars(page))
             # The embedding is most of a row and listings never show it.
@@ -396,7 +406,7 @@ class ImageStore:
         if classes is None and not name:
             return self.count()
         with self.session() as s:
-            return int(s.scalar(_filtered(select(func.count(ImageRow.id)), classes, name)) or 0)
+            return int(s.scalar(_filtered(select(func.count(ImageRow.id)), classes, name, ilike=self._ilike)) or 0)
 
     def embeddings(self, ids: Sequence[int], dim: int) -> NDArray[np.float32]:
         """Stored vectors for `ids`, in that order.
