@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.errors import install_error_handlers
 from app.middleware import BodySizeLimit
-from app.routes import images, inference, ingest, search, system
+from app.routes import duplicates, images, inference, ingest, search, system
 from index.batching import BatchingEmbedder
 from index.config import Settings, get_settings
 from index.service import ImageIndex
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.index = None
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
-    for module in (system, inference, ingest, search, images):
+    for module in (system, inference, ingest, search, images, duplicates):
         app.include_router(module.router)
     return app
 

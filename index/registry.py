@@ -97,6 +97,26 @@ def resolve_model(name: str) -> ModelSpec:
 
 
 @dataclass(frozen=True)
+class DuplicateLevels:
+    """Calibrated thresholds on the duplicate similarity (`index.duplicates`) of one embedding definition.
+
+    Measured by `python -m tests.benchmarks.duplicates_eval` on edited copies of the shared photos:
+    `near` is the lowest threshold whose duplicate-pair precision is at least 0.99, `exact` keeps only
+    copies that were resized or recompressed, `similar` trades precision (about 0.9) for recall.
+    `logits_floor` is a lower bound of the cosine between the logits parts of such pairs, which turns a
+    threshold into a search radius on the whole stored vector.
+    """
+
+    exact: float
+    near: float
+    similar: float
+    logits_floor: float = 0.0
+
+    def threshold(self, level: str) -> float:
+        return float(getattr(self, level))
+
+
+@dataclass(frozen=True)
 class EmbeddingDefinition:
     """How the feature map becomes the stored vector; recorded in the index so versions never mix."""
 
@@ -104,19 +124,30 @@ class EmbeddingDefinition:
     pooling: str  # "mean" or "gem"
     gem_p: float = 3.0
     logits_weight: float = 0.0  # > 0: concatenate the (normalised) logits with this weight
+    # Near-duplicates are judged on the pooled features alone (the logits part measures what the image
+    # shows, not whether it is the same photo); the thresholds were measured per definition.
+    duplicates: DuplicateLevels = field(default_factory=lambda: DuplicateLevels(0.97, 0.9, 0.8))
 
     def describe(self) -> str:
         return self.name
 
 
 EMBEDDINGS: dict[str, EmbeddingDefinition] = {
-    "mean": EmbeddingDefinition("mean", pooling="mean"),
-    "gem": EmbeddingDefinition("gem", pooling="gem", gem_p=3.0),
-    "gem+logits": EmbeddingDefinition("gem+logits", pooling="gem", gem_p=3.0, logits_weight=0.7),
+    "mean": EmbeddingDefinition("mean", pooling="mean", duplicates=DuplicateLevels(0.97, 0.9, 0.8)),
+    "gem": EmbeddingDefinition("gem", pooling="gem", gem_p=3.0, duplicates=DuplicateLevels(0.97, 0.9, 0.8)),
+    "gem+logits": EmbeddingDefinition(
+        "gem+logits", pooling="gem", gem_p=3.0, logits_weight=0.7, duplicates=DuplicateLevels(0.97, 0.9, 0.8, 0.0)
+    ),
     # Chosen by `python -m tests.benchmarks.evaluate --explore` on the 1000 ImageNet sample photos (Lite0):
     # near-duplicate recall@1 0.997 as with mean pooling, super-class precision@10 0.710 against 0.658, the
     # same top-1 and the same forward pass; logits weighted 1.3 led among 0.5-2.0 and GeM p 2-4.
-    "gem3+logits1.3": EmbeddingDefinition("gem3+logits1.3", pooling="gem", gem_p=3.0, logits_weight=1.3),
+    "gem3+logits1.3": EmbeddingDefinition(
+        "gem3+logits1.3",
+        pooling="gem",
+        gem_p=3.0,
+        logits_weight=1.3,
+        duplicates=DuplicateLevels(0.97, 0.9, 0.8, 0.0),
+    ),
 }
 DEFAULT_EMBEDDING = "gem3+logits1.3"
 

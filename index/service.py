@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from index.config import Settings
+from index.duplicates import DuplicateFinder, DuplicateReport, DuplicateSpace
 from index.embedder import Embedder
 from index.errors import InvalidArgument, ModelMismatch, UnknownReference
 from index.ingest import Ingestor, IngestResult, list_image_files
@@ -61,7 +62,9 @@ class ImageIndex:
                 self._check_model()
             self.vectors = self._open_vectors()
             self.ingestor = Ingestor(settings, self.embedder, self.store, self.vectors, self._write_lock, self.workers)
-            self.searcher = Searcher(self.store, self.vectors, self.ingestor.embed)
+            space = DuplicateSpace.of(self.embedder.embedding, self.vectors.meta.dim, self.embedder.spec.num_classes)
+            self.searcher = Searcher(self.store, self.vectors, self.ingestor.embed, space)
+            self.duplicates = DuplicateFinder(self.store, self.vectors, space)
         except BaseException:
             self.store.close()
             raise
@@ -211,6 +214,24 @@ class ImageIndex:
     def rank(self, ref_id: int, candidate_ids: Sequence[int], metric: str = "cosine") -> list[tuple[int, float]]:
         """Exact scores of `candidate_ids` against a stored image, best first."""
         return self.searcher.rank(ref_id, candidate_ids, metric)
+
+    # --- near-duplicates (see index.duplicates) -----------------------------------------------------------
+
+    def duplicate_groups(
+        self, level: str | None = None, threshold: float | None = None, among: Collection[int] | None = None
+    ) -> DuplicateReport:
+        """Groups of near-duplicates, largest first (see `DuplicateFinder.groups`)."""
+        return self.duplicates.groups(level, threshold, among)
+
+    def duplicates_of(self, image_id: int, level: str | None = None, threshold: float | None = None) -> DuplicateReport:
+        """One stored image's near-duplicates (see `DuplicateFinder.of`).
+
+        Raises:
+            UnknownReference, InvalidArgument.
+        """
+        self.duplicates.space.resolve(level, threshold)
+        self.get(image_id)
+        return self.duplicates.of(image_id, level, threshold)
 
     # --- browse / delete --------------------------------------------------------------------------------
 
