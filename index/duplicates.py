@@ -155,24 +155,30 @@ def find_pairs(
         for start in range(0, len(positions), QUERY_CHUNK):
             chunk = positions[start : start + QUERY_CHUNK]
             query = np.ascontiguousarray(xb[chunk])
+            query_part = space.part(query)
             if hnsw:
                 k = min(HNSW_NEIGHBOURS + 1, int(inner.ntotal))
                 scores, found = inner.search(query, k, params=params)
-                rows = np.repeat(chunk, k)
-                cols, scores = found.reshape(-1), scores.reshape(-1)
+                # A regular (queries x k) block: the features part scored without gathering the queries again.
+                cand = xb[found.clip(0), : space.dims]
+                sims = np.einsum("cf,ckf->ck", query_part, cand) / np.maximum(np.linalg.norm(cand, axis=2), 1e-12)
+                rows, cols = np.repeat(chunk, k), found.reshape(-1)
+                scores, sims = scores.reshape(-1), sims.reshape(-1).astype(np.float32)
             else:
                 lims, scores, cols = inner.range_search(query, radius)
-                rows = np.repeat(chunk, np.diff(lims).astype(np.int64))
-            keep = (cols >= 0) & (scores >= radius)
+                local = np.repeat(np.arange(len(chunk)), np.diff(lims).astype(np.int64))
+                rows = chunk[local]
+                cand = xb[cols, : space.dims]
+                dots = np.einsum("ij,ij->i", query_part[local], cand)
+                sims = (dots / np.maximum(np.linalg.norm(cand, axis=1), 1e-12)).astype(np.float32)
+            keep = (cols >= 0) & (scores >= radius) & (sims >= threshold)
             keep[keep] &= allowed[cols[keep]] & (cols[keep] != rows[keep])
-            rows, cols = rows[keep], cols[keep].astype(np.int64)
+            rows, cols, sims = rows[keep], cols[keep].astype(np.int64), sims[keep]
             if queries is None:  # each unordered pair once (HNSW may find it from one side only)
                 rows, cols = np.minimum(rows, cols), np.maximum(rows, cols)
-            sims = space.similarity(xb[rows], xb[cols]) if len(rows) else np.empty(0, np.float32)
-            hit = sims >= threshold
-            out_a.append(ids[rows[hit]])
-            out_b.append(ids[cols[hit]])
-            out_s.append(sims[hit])
+            out_a.append(ids[rows])
+            out_b.append(ids[cols])
+            out_s.append(sims)
     if not out_a:
         return _empty_pairs()
     a, b, s = np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_s)

@@ -348,16 +348,33 @@ def plot(results: Sequence[dict[str, Any]], out: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for r in results:
         for kind, curve in r["calibration"]["curves"].items():
-            label = f"{r['embedding']} ({'features part' if kind == 'features' else 'whole vector'})"
+            whole = kind != "features" or r["compared_dims"] == r["dim"]
+            label = f"{r['embedding']} ({'whole vector' if whole else 'features part'})"
             ax1.plot(curve["recall"], curve["precision"], label=label)
             if kind == "features":
                 t = np.array(curve["thresholds"])
                 ax2.plot(t, curve["precision"], label=f"{r['embedding']} precision")
                 ax2.plot(t, curve["recall"], "--", label=f"{r['embedding']} recall")
+                colour = ax2.get_lines()[-1].get_color()
                 for level, value in r["calibration"]["levels"].items():
-                    ax2.axvline(value, color="grey", lw=0.6)
-                    ax2.text(value, 0.02, level, rotation=90, fontsize=7, va="bottom")
-    ax1.set(xlabel="recall (duplicate pairs found)", ylabel="precision", title="Duplicate pairs", ylim=(0, 1.01))
+                    ax2.axvline(value, color=colour, lw=0.6, ls=":")
+                    ax2.text(
+                        value,
+                        0.02 + 0.1 * len(ax1.get_lines()),
+                        f"{level} {value:.3f}",
+                        rotation=90,
+                        fontsize=7,
+                        va="bottom",
+                        color=colour,
+                    )
+    # Both ends of the useful range: where precision starts to fall, recall is already above 0.9.
+    ax1.set(
+        xlabel="recall (duplicate pairs found)",
+        ylabel="precision",
+        title="Duplicate pairs",
+        xlim=(0.9, 1.001),
+        ylim=(0.8, 1.005),
+    )
     ax2.set(xlabel="threshold (duplicate similarity)", title="Against the threshold", ylim=(0, 1.01), xlim=(0.4, 1))
     ax1.legend(fontsize=7)
     ax2.legend(fontsize=7)
