@@ -10,6 +10,7 @@ from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
 from index.config import Metric
+from index.duplicates import DuplicateGroup, DuplicateMember
 from index.registry import Prediction
 from index.search import SearchHit
 from index.service import IndexStats
@@ -135,10 +136,13 @@ class HitOut(BaseModel):
     sha256: str = Field(description="SHA-256 of its bytes (hex)")
     score: float = Field(description="Similarity for cosine and dot (higher is closer); distance for euclidean")
     predictions: list[PredictionOut] = Field(description="Its top ImageNet classes, best first")
+    duplicate: bool = Field(
+        default=False, description="A near-duplicate of the query (the `near` level): such hits come first"
+    )
 
     @classmethod
     def of(cls, hit: SearchHit) -> HitOut:
-        return cls.from_info(hit.image, hit.score)
+        return cls.from_info(hit.image, hit.score).model_copy(update={"duplicate": hit.duplicate})
 
     @classmethod
     def from_info(cls, info: ImageInfo, score: float) -> HitOut:
@@ -224,3 +228,34 @@ class ReadyOut(BaseModel):
     status: Literal["ready", "starting", "failed"] = Field(description="'ready' once requests will be served")
     model: str | None = Field(default=None, description="Model and embedding definition, once loaded")
     detail: str | None = Field(default=None, description="Why the service could not start")
+
+
+class DuplicateImageOut(ImageOut):
+    similarity: float = Field(ge=-1, le=1, description="Duplicate similarity to the kept image (1 for itself)")
+
+    @classmethod
+    def of_member(cls, member: DuplicateMember) -> DuplicateImageOut:
+        return cls.model_validate({**ImageOut.of(member.image).model_dump(), "similarity": member.similarity})
+
+
+class DuplicateGroupOut(BaseModel):
+    keep: int = Field(description="Id of the image to keep: the largest resolution, then the oldest")
+    images: list[DuplicateImageOut] = Field(description="The kept image first, then by similarity to it")
+
+    @classmethod
+    def of(cls, group: DuplicateGroup) -> DuplicateGroupOut:
+        return cls(keep=group.keep, images=[DuplicateImageOut.of_member(m) for m in group.members])
+
+
+class DuplicatesResponse(BaseModel):
+    total: int = Field(description="Number of groups at this threshold")
+    threshold: float = Field(description="The duplicate similarity threshold used")
+    offset: int
+    limit: int
+    groups: list[DuplicateGroupOut] = Field(description="Largest groups first")
+
+
+class ImageDuplicatesResponse(BaseModel):
+    id: int
+    threshold: float
+    images: list[DuplicateImageOut] = Field(description="Its near-duplicates, most similar first; itself left out")

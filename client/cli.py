@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from client.report import RankReport, format_table
+from client.report import RankReport, format_table, rank_csv, rank_json
 from index.config import Settings
 from index.errors import ImgsimError
 from index.startup import load_settings
@@ -26,6 +26,8 @@ then each image is scored against the reference.
 example:
   python similarity_analysis.py --images_folder images --ref_image cat.png --top_k 5
   python similarity_analysis.py --api_url http://127.0.0.1:8080   # the same, through a running API
+  python similarity_analysis.py --images_folder photos --recursive --ref_image ~/query.jpg --json
+  python similarity_analysis.py --label "tabby" --html sheet.html
 """
 
 REBUILD_DESCRIPTION = """Rebuild the vector index (FAISS file) from the SQLite store.
@@ -51,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api_url", default=None, help="use a running imgsim API instead of the local index")
     p.add_argument("--api_key", default=None, help="API key for --api_url (default: $IMGSIM_API_KEY)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
+    p.add_argument("--recursive", action="store_true", help="also the images in subfolders")
+    p.add_argument("--label", default=None, help="keep images whose predictions include this ImageNet class")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--csv", action="store_true", help="print CSV instead of the table")
+    p.add_argument("--html", default=None, metavar="FILE", help="also write a contact sheet (self-contained HTML)")
     return p
 
 
@@ -93,7 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.top_k < 0:
         return _fail("--top_k must be 0 (all) or a positive number")
-    folder, ref = Path(args.images_folder), Path(args.ref_image)
+    if args.json and args.csv:
+        return _fail("give --json or --csv, not both")
+    folder, ref = Path(args.images_folder), Path(args.ref_image).expanduser()
+    options = {"recursive": args.recursive, "label": args.label}
     try:
         settings = _settings(args)
         api_url = args.api_url
@@ -107,22 +117,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             from client.remote import rank_folder_remote
 
             api_key = args.api_key or settings.api_key
-            report = rank_folder_remote(
-                api_url, folder, ref, args.metric, show_progress=not args.quiet, api_key=api_key
-            )
+            report = rank_folder_remote(api_url, folder, ref, args.metric, not args.quiet, api_key=api_key, **options)
         else:
             from client.local import rank_folder_local
 
-            report = rank_folder_local(settings, folder, ref, args.metric, show_progress=not args.quiet)
+            report = rank_folder_local(settings, folder, ref, args.metric, not args.quiet, **options)
+        shown = report if args.top_k == 0 else RankReport(**{**report.__dict__, "rows": report.rows[: args.top_k]})
+        if args.html:
+            from client.html import contact_sheet_html
+
+            Path(args.html).write_text(contact_sheet_html(shown), encoding="utf-8")
     except ImgsimError as exc:
         return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"cannot write {args.html}: {exc.strerror or exc}")
     except KeyboardInterrupt:
         print("interrupted: the images stored before Ctrl-C are kept", file=sys.stderr)
         return INTERRUPTED
     for file, why in report.skipped:
         print(f"skipped {file}: {why}", file=sys.stderr)
-    shown = report if args.top_k == 0 else RankReport(**{**report.__dict__, "rows": report.rows[: args.top_k]})
-    print(format_table(shown))
+    if args.json:
+        print(rank_json(shown))
+    elif args.csv:
+        print(rank_csv(shown), end="")
+    else:
+        print(format_table(shown))
     if not args.quiet:
         print(
             f"\n{len(report.rows) + 1} images ranked; {report.added} embedded, {report.existing} already indexed, "

@@ -14,11 +14,12 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from client.local import PROGRESS_MIN_IMAGES, reference_in_folder
+from client.local import PROGRESS_MIN_IMAGES, keep_label, reference_in_folder, shown_name
 from client.report import RankedImage, RankReport
 from index.errors import ImgsimError, InvalidArgument
 from index.ingest import list_image_files
 from index.registry import Prediction
+from index.search import resolve_label
 
 MULTIPART_OVERHEAD = 1024  # bytes of part headers allowed per file when packing a request under the limit
 RETRY_FOR_S = 120.0  # how long a 503 with Retry-After (model loading, queue full) is waited out
@@ -118,6 +119,8 @@ def rank_folder_remote(
     *,
     timeout: float = 600.0,
     api_key: str | None = None,
+    recursive: bool = False,
+    label: str | None = None,
 ) -> RankReport:
     """Upload `folder` to the API at `api_url`, then rank its images against `ref` (same report as local).
 
@@ -126,8 +129,12 @@ def rank_folder_remote(
         ApiError: the API is unreachable or fails.
     """
     started = time.perf_counter()
-    ref_file = reference_in_folder(folder, ref)
-    files = list_image_files(folder)
+    ref_file = reference_in_folder(folder, ref, recursive)
+    folder_files = list_image_files(folder, recursive)
+    inside = any(f.resolve() == ref_file.resolve() for f in folder_files)
+    files = folder_files if inside else [*folder_files, ref_file]
+    if label:
+        resolve_label(label)  # an unknown class fails before any upload
     outcomes: dict[Path, dict[str, Any] | str] = {}
     headers = {"X-API-Key": api_key} if api_key else {}
     with httpx.Client(base_url=api_url.rstrip("/"), timeout=timeout, headers=headers) as http:
@@ -148,16 +155,22 @@ def rank_folder_remote(
         ranked = {r["id"]: r for r in _call(http, "POST", "/rank", json=body).json()["results"]}
     rows = [
         RankedImage(
-            path.name,
+            shown_name(path.resolve(), folder, recursive),
             float(ranked[image_id]["score"]),
-            [Prediction(p["label"], int(p["class_index"]), float(p["score"])) for p in ranked[image_id]["predictions"]],
+            _predictions(ranked[image_id]["predictions"]),
+            str(path.resolve()),
         )
         for path, image_id in ids.items()
         if path != ref_file
     ]
+    rows = keep_label(rows, label)
     rows.sort(key=lambda r: (r.score if metric == "euclidean" else -r.score, r.file))
     statuses = [r["status"] for r in outcomes.values() if isinstance(r, dict)]
+    ref_result = outcomes[ref_file]
+    assert isinstance(ref_result, dict)
     return RankReport(
+        reference_predictions=_predictions(ref_result["predictions"]),
+        reference_path=str(ref_file),
         reference=ref_file.name,
         metric=metric,
         rows=rows,
@@ -166,3 +179,7 @@ def rank_folder_remote(
         skipped=skipped,
         seconds=time.perf_counter() - started,
     )
+
+
+def _predictions(raw: list[dict[str, Any]]) -> list[Prediction]:
+    return [Prediction(p["label"], int(p["class_index"]), float(p["score"])) for p in raw]

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import csv
+import io
+import json
+from dataclasses import dataclass, field
 
 from index.registry import Prediction
+
+# Predictions below this probability are noise to a reader: never printed.
+MIN_PRINTED_SCORE = 0.01
 
 
 @dataclass(frozen=True)
@@ -14,6 +20,7 @@ class RankedImage:
     file: str
     score: float
     predictions: list[Prediction]
+    path: str = ""
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,14 @@ class RankReport:
     existing: int
     skipped: list[tuple[str, str]]  # (file, why)
     seconds: float
+    reference_predictions: list[Prediction] = field(default_factory=list)
+    reference_path: str = ""
+
+
+def shown_predictions(preds: list[Prediction], count: int = 2) -> str:
+    """The best `count` predictions of at least 1 %, as 'label 37%; label 12%'."""
+    kept = [p for p in preds if p.score >= MIN_PRINTED_SCORE][:count]
+    return "; ".join(f"{p.label.split(',')[0]} {p.score:.0%}" for p in kept)
 
 
 def format_table(report: RankReport) -> str:
@@ -36,13 +51,116 @@ def format_table(report: RankReport) -> str:
             str(n),
             r.file,
             f"{r.score:.4f}",
-            "; ".join(f"{p.label.split(',')[0]} {p.score:.0%}" for p in r.predictions[:2]),
+            shown_predictions(r.predictions),
         )
         for n, r in enumerate(report.rows, start=1)
     ]
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines = [f"Reference: {report.reference}   metric: {report.metric}"]
+    head = f"Reference: {report.reference}   metric: {report.metric}"
+    if report.reference_predictions:
+        head += f"   predicted: {shown_predictions(report.reference_predictions, 3)}"
+    lines = [head]
     lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
     lines.append("  ".join("-" * w for w in widths))
     lines.extend("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+    return "\n".join(lines)
+
+
+def _predictions_json(preds: list[Prediction]) -> list[dict[str, object]]:
+    return [
+        {"label": p.label, "class_index": p.class_index, "score": round(p.score, 6)}
+        for p in preds
+        if p.score >= MIN_PRINTED_SCORE
+    ]
+
+
+def rank_json(report: RankReport) -> str:
+    """The ranking as one JSON object."""
+    return json.dumps(
+        {
+            "reference": report.reference,
+            "reference_path": report.reference_path,
+            "reference_predictions": _predictions_json(report.reference_predictions),
+            "metric": report.metric,
+            "results": [
+                {
+                    "rank": n,
+                    "file": r.file,
+                    "path": r.path,
+                    "score": round(r.score, 6),
+                    "predictions": _predictions_json(r.predictions),
+                }
+                for n, r in enumerate(report.rows, start=1)
+            ],
+        },
+        indent=2,
+    )
+
+
+def rank_csv(report: RankReport) -> str:
+    """The ranking as CSV: one row per image, the reference's name and the metric on every row."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["rank", "file", "path", report.metric, "predictions", "reference"])
+    for n, r in enumerate(report.rows, start=1):
+        writer.writerow([n, r.file, r.path, f"{r.score:.6f}", shown_predictions(r.predictions, 5), report.reference])
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class FileCopy:
+    """One file of a duplicate group."""
+
+    id: int  # the stored image it is (byte copies share one)
+    filename: str
+    path: str
+    similarity: float  # to the kept file
+    kept: bool
+
+
+@dataclass(frozen=True)
+class FileGroup:
+    keep: int
+    files: list[FileCopy]  # the kept file first
+
+
+def duplicates_json(threshold: float, groups: list[FileGroup]) -> str:
+    """`{"threshold", "groups": [{"keep", "images": [{"id", "filename", "path", "similarity"}]}]}`."""
+    return json.dumps(
+        {
+            "threshold": threshold,
+            "groups": [
+                {
+                    "keep": g.keep,
+                    "images": [
+                        {"id": f.id, "filename": f.filename, "path": f.path, "similarity": round(f.similarity, 6)}
+                        for f in g.files
+                    ],
+                }
+                for g in groups
+            ],
+        },
+        indent=2,
+    )
+
+
+def duplicates_csv(groups: list[FileGroup]) -> str:
+    """One row per file: its group (1 = largest), whether it is the one kept, and its similarity to it."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["group", "keep", "id", "filename", "path", "similarity"])
+    for n, g in enumerate(groups, start=1):
+        for f in g.files:
+            writer.writerow([n, int(f.kept), f.id, f.filename, f.path, f"{f.similarity:.6f}"])
+    return out.getvalue()
+
+
+def format_duplicates(threshold: float, groups: list[FileGroup]) -> str:
+    """The groups as text: the file to keep first, then its copies with their similarity."""
+    lines = [f"{len(groups)} groups of near-duplicates (duplicate similarity >= {threshold:.3f})"]
+    for n, g in enumerate(groups, start=1):
+        lines.append(f"\ngroup {n}: {len(g.files)} files")
+        width = max(len(f.path) for f in g.files)
+        for f in g.files:
+            lines.append(f"  {'keep' if f.kept else '    '}  {f.path.ljust(width)}  {f.similarity:.4f}")
     return "\n".join(lines)

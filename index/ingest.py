@@ -42,15 +42,16 @@ class IngestResult:
     error: ImgsimError | None = None
 
 
-def list_image_files(folder: Path) -> list[Path]:
-    """Image files directly in `folder` (by extension), sorted by name.
+def list_image_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """Image files directly in `folder` (by extension), sorted by name; with `recursive`, in its subfolders too.
 
     Raises:
         InvalidArgument: `folder` is not a directory.
     """
     if not folder.is_dir():
         raise InvalidArgument(f"images folder not found: {folder}")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def raise_first(errors: Sequence[tuple[ReadImage, ImgsimError]], read: Sequence[ReadImage]) -> None:

@@ -97,6 +97,32 @@ def resolve_model(name: str) -> ModelSpec:
 
 
 @dataclass(frozen=True)
+class DuplicateLevels:
+    """Calibrated thresholds on the duplicate similarity (`index.duplicates`) of one embedding definition.
+
+    Measured by `python -m tests.benchmarks.duplicates_eval` on the 1000 shared photos and 2000 edited copies
+    (Lite0): `near` is the lowest threshold whose duplicate-pair precision is at least 0.99 (the highest
+    recall there), `exact` the lowest with no pair of different photos at all, `similar` the lowest with
+    precision 0.9. `logits_floor` is a lower bound (0.1 under the lowest seen) of the cosine between the
+    logits parts of pairs at `similar`, which turns a threshold into a search radius on the whole vector.
+    """
+
+    exact: float
+    near: float
+    similar: float
+    logits_floor: float = 0.0
+
+    def threshold(self, level: str) -> float:
+        return float(getattr(self, level))
+
+
+# The GeM definitions share their features part (the same g), so they share the measured levels: at `near`,
+# pair precision 0.990 and recall 0.991 against 0.981 recall for the whole default vector at that precision.
+GEM_LEVELS = DuplicateLevels(exact=0.76, near=0.695, similar=0.645, logits_floor=0.25)
+MEAN_LEVELS = DuplicateLevels(exact=0.76, near=0.65, similar=0.57)
+
+
+@dataclass(frozen=True)
 class EmbeddingDefinition:
     """How the feature map becomes the stored vector; recorded in the index so versions never mix."""
 
@@ -104,19 +130,28 @@ class EmbeddingDefinition:
     pooling: str  # "mean" or "gem"
     gem_p: float = 3.0
     logits_weight: float = 0.0  # > 0: concatenate the (normalised) logits with this weight
+    # Near-duplicates are judged on the pooled features alone (the logits part measures what the image
+    # shows, not whether it is the same photo); the thresholds were measured per definition.
+    duplicates: DuplicateLevels = field(default_factory=lambda: GEM_LEVELS)
 
     def describe(self) -> str:
         return self.name
 
 
 EMBEDDINGS: dict[str, EmbeddingDefinition] = {
-    "mean": EmbeddingDefinition("mean", pooling="mean"),
-    "gem": EmbeddingDefinition("gem", pooling="gem", gem_p=3.0),
-    "gem+logits": EmbeddingDefinition("gem+logits", pooling="gem", gem_p=3.0, logits_weight=0.7),
+    "mean": EmbeddingDefinition("mean", pooling="mean", duplicates=MEAN_LEVELS),
+    "gem": EmbeddingDefinition("gem", pooling="gem", gem_p=3.0, duplicates=GEM_LEVELS),
+    "gem+logits": EmbeddingDefinition("gem+logits", pooling="gem", gem_p=3.0, logits_weight=0.7, duplicates=GEM_LEVELS),
     # Chosen by `python -m tests.benchmarks.evaluate --explore` on the 1000 ImageNet sample photos (Lite0):
     # near-duplicate recall@1 0.997 as with mean pooling, super-class precision@10 0.710 against 0.658, the
     # same top-1 and the same forward pass; logits weighted 1.3 led among 0.5-2.0 and GeM p 2-4.
-    "gem3+logits1.3": EmbeddingDefinition("gem3+logits1.3", pooling="gem", gem_p=3.0, logits_weight=1.3),
+    "gem3+logits1.3": EmbeddingDefinition(
+        "gem3+logits1.3",
+        pooling="gem",
+        gem_p=3.0,
+        logits_weight=1.3,
+        duplicates=GEM_LEVELS,
+    ),
 }
 DEFAULT_EMBEDDING = "gem3+logits1.3"
 

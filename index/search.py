@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -11,11 +12,12 @@ from numpy.typing import NDArray
 
 from index.backends import ClassFilteredSearch, VectorStore
 from index.config import Metric
+from index.duplicates import DuplicateSpace
 from index.errors import AmbiguousReference, InvalidArgument, UnknownReference
 from index.pipeline import ImageSource
 from index.registry import Prediction, imagenet_labels
 from index.store import ImageInfo, ImageStore
-from index.vectors import scores_for_metric
+from index.vectors import VectorIndex, scores_for_metric
 
 METRICS: tuple[Metric, ...] = ("cosine", "euclidean", "dot")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -28,6 +30,11 @@ EmbedFn = Callable[[Sequence[ImageSource]], list[tuple[str, NDArray[np.float32],
 class SearchHit:
     image: ImageInfo
     score: float
+    duplicate: bool = False  # a near-duplicate of the query (calibrated `near` level): ranked first
+
+
+# Neighbours fetched beyond k, so that a copy the whole vector ranks a little lower can still be moved up.
+DUPLICATE_CANDIDATES = 20
 
 
 def resolve_label(label: str) -> set[int]:
@@ -50,10 +57,14 @@ def resolve_label(label: str) -> set[int]:
 class Searcher:
     """Read-only queries over a store and its vector index."""
 
-    def __init__(self, store: ImageStore, vectors: VectorStore, embed: EmbedFn) -> None:
+    def __init__(
+        self, store: ImageStore, vectors: VectorStore, embed: EmbedFn, duplicates: DuplicateSpace | None = None
+    ) -> None:
         self.store = store
         self.vectors = vectors
         self._embed = embed
+        # With a duplicate space, stored copies of the query (its `near` level) rank above everything else.
+        self.duplicates = duplicates
 
     def resolve_ref(self, ref: str) -> ImageInfo:
         """The stored image named by `ref`: an id, a SHA-256, or a file name that names exactly one image.
@@ -103,16 +114,36 @@ class Searcher:
             return []
         if len(self.vectors) == 0:
             return []
+        extra = DUPLICATE_CANDIDATES if self.duplicates is not None else 0
         if by_class is not None and classes is not None:
-            scores, ids = by_class.search_classes(query.reshape(1, -1), k + len(exclude), classes)
+            scores, ids = by_class.search_classes(query.reshape(1, -1), k + len(exclude) + extra, classes)
         else:
-            scores, ids = self.vectors.search(query.reshape(1, -1), k + len(exclude), allowed)
+            scores, ids = self.vectors.search(query.reshape(1, -1), k + len(exclude) + extra, allowed)
         pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and i not in exclude]
         infos = self.store.get_many([i for i, _ in pairs])
         metric_scores = scores_for_metric(np.array([s for _, s in pairs], np.float32), metric)
         # Vectors whose row is gone (deleted after the search started) are dropped, never returned.
         hits = [SearchHit(infos[i], float(m)) for (i, _), m in zip(pairs, metric_scores, strict=True) if i in infos]
-        return hits[:k]
+        return self._copies_first(query, hits)[:k]
+
+    def _copies_first(self, query: NDArray[np.float32], hits: list[SearchHit]) -> list[SearchHit]:
+        """Near-duplicates of the query first (most similar first), marked; the other hits keep their order."""
+        if self.duplicates is None or not hits:
+            return hits
+        space = self.duplicates
+        try:
+            ids = np.array([h.image.id for h in hits], np.int64)
+            if isinstance(self.vectors, VectorIndex):
+                stored = self.vectors.vectors_of(ids)
+            else:  # a vector server: the stored copies in the database
+                stored = self.store.embeddings(ids.tolist(), self.vectors.meta.dim)
+        except KeyError:  # deleted meanwhile: no promotion rather than an error
+            return hits
+        sims = space.similarity(np.repeat(query.reshape(1, -1), len(hits), axis=0), stored)
+        near = space.levels.near
+        copies = sorted((n for n in range(len(hits)) if sims[n] >= near), key=lambda n: -sims[n])
+        rest = [h for n, h in enumerate(hits) if sims[n] < near]
+        return [dataclasses.replace(hits[n], duplicate=True) for n in copies] + rest
 
     def search_by_ref(
         self, ref: str, k: int = 10, metric: str = "cosine", label: str | None = None

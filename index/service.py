@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from index.backends import VectorStore, close_vector_store
 from index.config import Settings
 from index.datadir import is_storage_error, remove_temporary_files, storage_errors
+from index.duplicates import DuplicateFinder, DuplicateReport, DuplicateSpace
 from index.embedder import Embedder
 from index.errors import InvalidArgument, ModelMismatch, StorageError, UnknownReference
 from index.ingest import Ingestor, IngestResult, list_image_files
@@ -86,11 +87,30 @@ class ImageIndex:
                 self._check_model()
             self.vectors = self._open_vectors()
             self.ingestor = Ingestor(settings, self.embedder, self.store, self.vectors, self._write_lock, self.workers)
-            self.searcher = Searcher(self.store, self.vectors, self.ingestor.embed)
+            space = DuplicateSpace.of(self.embedder.embedding, self.vectors.meta.dim, self.embedder.spec.num_classes)
+            self.searcher = Searcher(self.store, self.vectors, self.ingestor.embed, space)
+            self._space = space
+            self._duplicates = DuplicateFinder(self.store, self.vectors, space) if self._in_process else None
         except BaseException:
             self.store.close()
             self._release_lock()
             raise
+
+    @property
+    def _in_process(self) -> bool:
+        return isinstance(self.vectors, VectorIndex)
+
+    @property
+    def duplicates(self) -> DuplicateFinder:
+        """The duplicate finder over the vector index.
+
+        A vector server (Milvus) offers no all-pairs range search: there, each call works on an exact FAISS
+        copy of the stored vectors read from the database (memory and time grow with the library; see README).
+        """
+        if self._duplicates is not None:
+            return self._duplicates
+        meta = IndexMeta(model=self.model_version, dim=self.dim, kind="flat")
+        return DuplicateFinder(self.store, build_vectors(self.store, meta, self.settings), self._space)
 
     def _release_lock(self) -> None:
         if self._owns_lock:
@@ -264,6 +284,24 @@ class ImageIndex:
     def rank(self, ref_id: int, candidate_ids: Sequence[int], metric: str = "cosine") -> list[tuple[int, float]]:
         """Exact scores of `candidate_ids` against a stored image, best first."""
         return self.searcher.rank(ref_id, candidate_ids, metric)
+
+    # --- near-duplicates (see index.duplicates) -----------------------------------------------------------
+
+    def duplicate_groups(
+        self, level: str | None = None, threshold: float | None = None, among: Collection[int] | None = None
+    ) -> DuplicateReport:
+        """Groups of near-duplicates, largest first (see `DuplicateFinder.groups`)."""
+        return self.duplicates.groups(level, threshold, among)
+
+    def duplicates_of(self, image_id: int, level: str | None = None, threshold: float | None = None) -> DuplicateReport:
+        """One stored image's near-duplicates (see `DuplicateFinder.of`).
+
+        Raises:
+            UnknownReference, InvalidArgument.
+        """
+        self.duplicates.space.resolve(level, threshold)
+        self.get(image_id)
+        return self.duplicates.of(image_id, level, threshold)
 
     # --- browse / delete --------------------------------------------------------------------------------
 

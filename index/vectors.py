@@ -195,6 +195,35 @@ class VectorIndex:
                 scores, ids = self._index.search(queries, k, params=params)
         return scores, ids
 
+    def vectors_of(self, ids: NDArray[np.int64]) -> NDArray[np.float32]:
+        """The stored vectors of `ids`, in that order.
+
+        Raises:
+            KeyError: an id is not in the index.
+        """
+        with self._lock.read():
+            try:
+                return np.stack([self._index.reconstruct(int(i)) for i in ids]).astype(np.float32, copy=False)
+            except RuntimeError as exc:
+                raise KeyError(f"not in the index: {ids[:5]}") from exc
+
+    @contextmanager
+    def stored(self) -> Iterator[tuple[faiss.Index, NDArray[np.int64], NDArray[np.float32]]]:
+        """Under the read lock (writers wait): the inner FAISS index, which searches by position, the id at
+        each position (-1 where removed), and every stored vector by position, a view into FAISS's memory."""
+        with self._lock.read():
+            inner = faiss.downcast_index(self._index.index)
+            storage = inner if self.meta.kind == "flat" else faiss.downcast_index(inner.storage)
+            n = int(inner.ntotal)
+            ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            if self._removed:
+                ids[np.isin(ids, np.fromiter(self._removed, np.int64))] = -1
+            if n:
+                xb = faiss.rev_swig_ptr(storage.get_xb(), n * self.meta.dim).reshape(n, self.meta.dim)
+            else:
+                xb = np.empty((0, self.meta.dim), np.float32)
+            yield inner, ids, xb
+
     def _selector(self, allowed: NDArray[np.int64] | None) -> faiss.IDSelector | None:
         if allowed is None and not self._removed:
             return None

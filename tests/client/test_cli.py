@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import re
 import shutil
 import subprocess
@@ -169,7 +172,7 @@ def assert_one_line_error(code: int, out: str, err: str, *fragments: str) -> Non
     [
         (["--images_folder", "{tmp}/no-such-folder"], ["images folder not found", "no-such-folder"]),
         (["--ref_image", "dog.png"], ["dog.png", "is not an image in"]),
-        (["--ref_image", "{tmp}/elsewhere/cat.png"], ["is not an image in"]),
+        (["--ref_image", "{tmp}/elsewhere/dog.png"], ["is not an image in", "nor a file"]),
         (["--model", "resnet9000"], ["unknown model 'resnet9000'", "efficientnet_lite0"]),
         (["--model", "efficientnet_lite1"], [model_version(), model_version("efficientnet_lite1")]),
         (["--top_k", "-1"], ["--top_k"]),
@@ -295,3 +298,93 @@ def test_a_cold_root_script_run_prints_everything_and_persists_before_its_fast_e
     assert ranking(warm.stdout) == ranking(cold.stdout)
     assert "0 embedded, 10 already indexed" in warm.stderr
     assert "WARNING" not in warm.stderr
+
+
+# --- scriptable outputs ---------------------------------------------------------------------------------
+
+
+def _sample_args(settings: Settings, images_dir: Path, *extra: str) -> list[str]:
+    return ["--images_folder", str(images_dir), "--data_dir", str(settings.data_dir), "--quiet", *extra]
+
+
+def test_json_output_has_the_reference_predictions_and_every_ranked_image(
+    capsys: pytest.CaptureFixture[str], sample_settings: Settings, images_dir: Path
+) -> None:
+    code, out, err = run(capsys, main, *_sample_args(sample_settings, images_dir, "--json", "--top_k", "0"))
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["reference"] == "cat.png" and report["metric"] == "cosine"
+    assert report["reference_predictions"] and "cat" in report["reference_predictions"][0]["label"]
+    rows = report["results"]
+    assert [r["rank"] for r in rows] == list(range(1, 10))
+    assert {r["file"] for r in rows[:4]} == CAT_VARIANTS
+    assert all(Path(r["path"]).is_file() for r in rows)
+    assert all(p["score"] >= 0.01 for r in rows for p in r["predictions"])
+
+
+def test_csv_output_has_a_header_and_one_row_per_image(
+    capsys: pytest.CaptureFixture[str], sample_settings: Settings, images_dir: Path
+) -> None:
+    code, out, _ = run(capsys, main, *_sample_args(sample_settings, images_dir, "--csv", "--top_k", "3"))
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 3 and rows[0]["reference"] == "cat.png"
+    assert {r["file"] for r in rows} <= CAT_VARIANTS
+    assert float(rows[0]["cosine"]) >= float(rows[2]["cosine"])
+
+
+def test_html_contact_sheet_holds_the_reference_and_its_top_k_inline(
+    capsys: pytest.CaptureFixture[str], sample_settings: Settings, images_dir: Path, tmp_path: Path
+) -> None:
+    sheet = tmp_path / "sheet.html"
+    code, out, _ = run(capsys, main, *_sample_args(sample_settings, images_dir, "--html", str(sheet), "--top_k", "4"))
+    assert code == 0 and "Reference: cat.png" in out
+    page = sheet.read_text()
+    assert page.count('src="data:image/jpeg;base64,') == 5
+    assert "reference" in page and "cat_mirror.png" in page and "similarity" in page
+    assert "http" not in page.replace("http-equiv", "")
+
+
+def test_the_reference_predictions_are_printed_and_tiny_ones_never(
+    capsys: pytest.CaptureFixture[str], sample_settings: Settings, images_dir: Path
+) -> None:
+    code, out, _ = run(capsys, main, *_sample_args(sample_settings, images_dir, "--top_k", "0"))
+    assert code == 0
+    assert re.search(r"^Reference: cat.png   metric: cosine   predicted: .*cat \d+%", out, re.M)
+    assert not re.search(r"\b0%", out)
+
+
+def test_a_reference_outside_the_folder_is_indexed_and_ranked_against(
+    capsys: pytest.CaptureFixture[str], sample_settings: Settings, images_dir: Path, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "query.jpg").write_bytes((images_dir / "coffee.jpg").read_bytes())
+    args = _sample_args(sample_settings, images_dir, "--ref_image", str(elsewhere / "query.jpg"), "--top_k", "0")
+    code, out, err = run(capsys, main, *args)
+    assert code == 0, err
+    rows = ranking(out)
+    assert "Reference: query.jpg" in out and len(rows) == 10
+    assert rows[0] == ("coffee.jpg", pytest.approx(1.0, abs=1e-4))
+
+
+def test_recursive_ranks_images_in_subfolders_too(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, images_copy: Path, sample_settings: Settings
+) -> None:
+    (images_copy / "more").mkdir()
+    shutil.move(images_copy / "cat_grey.png", images_copy / "more" / "cat_grey.png")
+    base = ["--images_folder", str(images_copy), "--data_dir", str(sample_settings.data_dir), "--top_k", "0"]
+    flat = [f for f, _ in ranking(run(capsys, main, *base)[1])]
+    deep = [f for f, _ in ranking(run(capsys, main, *base, "--recursive")[1])]
+    assert "cat_grey.png" not in flat and len(flat) == 8
+    assert str(Path("more") / "cat_grey.png") in deep and len(deep) == 9
+
+
+def test_label_keeps_the_images_predicted_as_that_class(
+    capsys: pytest.CaptureFixture[str], sample_settings: Settings, images_dir: Path
+) -> None:
+    code, out, _ = run(capsys, main, *_sample_args(sample_settings, images_dir, "--label", "espresso", "--top_k", "0"))
+    assert code == 0
+    assert [f for f, _ in ranking(out)] == ["coffee.jpg"]
+    code, out, err = run(capsys, main, *_sample_args(sample_settings, images_dir, "--label", "unicorn"))
+    assert_one_line_error(code, out, err, "unicorn")

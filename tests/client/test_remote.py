@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,13 +78,28 @@ def test_reuploading_reports_everything_as_already_indexed(api_url: str, folder:
     assert (report.added, report.existing) == (0, 10)
 
 
-def test_a_reference_outside_the_folder_is_one_error_line(
-    api_url: str, folder: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_missing_reference_is_one_error_line(api_url: str, folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = _run(capsys, "--images_folder", str(folder), "--ref_image", "nope.png", "--api_url", api_url)
     assert code == 1
     assert out == ""
-    assert err.strip().splitlines() == [f"error: reference image nope.png is not an image in {folder}"]
+    assert err.strip().splitlines() == [f"error: reference image nope.png is not an image in {folder}, nor a file"]
+
+
+def test_a_reference_outside_the_folder_is_uploaded_and_gives_the_local_output(
+    api_url: str, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outside = tmp_path / "outside" / "query.png"
+    outside.parent.mkdir()
+    outside.write_bytes((folder / "cat_crop.jpg").read_bytes())
+    args = ("--images_folder", str(folder), "--ref_image", str(outside), "--top_k", "0", "--quiet", "--json")
+    code, out, err = _run(capsys, *args, "--api_url", api_url)
+    assert code == 0, err
+    remote = json.loads(out)
+    local = json.loads(_run(capsys, *args, "--data_dir", str(tmp_path / "local"))[1])
+    assert remote["reference"] == "query.png" and len(remote["results"]) == 10
+    assert remote["results"][0]["file"] == "cat_crop.jpg"
+    assert [r["file"] for r in remote["results"]] == [r["file"] for r in local["results"]]
+    assert remote["reference_predictions"] == local["reference_predictions"]
 
 
 def test_an_unreadable_reference_is_an_error(api_url: str, folder: Path) -> None:

@@ -1,0 +1,182 @@
+"""Near-duplicate grouping at scale, on synthetic vectors with planted copies.
+
+    python -m tests.benchmarks.bench_duplicates [--sizes 100000] [--dim 2280] [--kind auto]
+
+The vectors imitate the default embedding: a features part (1280-d) and, at 2280-d, a logits part
+(1000-d, weight 1.3), each made of a class centre (1000 classes: same-class images are semantic neighbours,
+not copies) plus the image's own direction. A tenth of the images get 1-4 planted copies (the features part
+perturbed to cosine 0.93-0.995). The vector index is built as the service builds it (`auto`: flat up to
+20,000 vectors, HNSW above; build time reported apart, since a real index already exists), then the library
+finds every group (`index.duplicates.find_pairs` + `group_pairs`, guarded): that time is the figure, with
+the recall of the planted pairs and the peak memory. Prints a table and writes bench-results/bench-duplicates.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import psutil
+from numpy.typing import NDArray
+
+from index.duplicates import DuplicateSpace, find_pairs, group_pairs
+from index.registry import resolve_embedding
+from index.vectors import IndexMeta, VectorIndex
+
+FEATURES = 1280
+CLASSES = 1000
+LOGITS_WEIGHT = 1.3
+CHUNK = 50_000
+RESULTS = Path(__file__).resolve().parents[2] / "bench-results" / "bench-duplicates.json"
+
+
+def _unit(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _noise(rng: np.random.Generator, n: int, d: int) -> NDArray[np.float32]:
+    return _unit(rng.standard_normal((n, d), dtype=np.float32))
+
+
+def synthetic(
+    n: int, dim: int, seed: int = 0
+) -> tuple[list[tuple[NDArray[np.int64], NDArray[np.float32]]], set[tuple[int, int]]]:
+    """Chunks of (ids, stored vectors) adding up to n, and the planted duplicate pairs (a < b)."""
+    rng = np.random.default_rng(seed)
+    feat_centres = _noise(rng, CLASSES, FEATURES)
+    logit_centres = _noise(rng, CLASSES, CLASSES) if dim > FEATURES else None
+    chunks, planted = [], set()
+    next_id = 1
+    while next_id <= n:
+        originals = min(CHUNK // 2, n - next_id + 1)
+        cls = rng.integers(0, CLASSES, originals)
+        g = _unit(np.sqrt(0.4) * feat_centres[cls] + np.sqrt(0.6) * _noise(rng, originals, FEATURES))
+        copies_of = np.repeat(
+            np.arange(originals), np.where(rng.random(originals) < 0.1, rng.integers(1, 5, originals), 0)
+        )
+        copies_of = copies_of[: max(0, min(len(copies_of), n - next_id + 1 - originals))]
+        sigma = rng.uniform(0.1, 0.38, len(copies_of)).astype(np.float32)[:, None]
+        g_all = np.concatenate([g, _unit(g[copies_of] + sigma * _noise(rng, len(copies_of), FEATURES))])
+        parts = [g_all]
+        if logit_centres is not None:
+            l0 = _unit(np.sqrt(0.7) * logit_centres[cls] + np.sqrt(0.3) * _noise(rng, originals, CLASSES))
+            l_copies = _unit(l0[copies_of] + 0.3 * _noise(rng, len(copies_of), CLASSES))
+            parts.append(LOGITS_WEIGHT * np.concatenate([l0, l_copies]))
+        vectors = _unit(np.concatenate(parts, axis=1))
+        ids = np.arange(next_id, next_id + len(vectors), dtype=np.int64)
+        members: dict[int, list[int]] = {}
+        for c, o in enumerate(copies_of.tolist()):
+            members.setdefault(o, [int(ids[o])]).append(int(ids[originals + c]))
+        for group in members.values():
+            planted.update((a, b) for a in group for b in group if a < b)
+        chunks.append((ids, vectors))
+        next_id += len(vectors)
+    return chunks, planted
+
+
+def run(n: int, dim: int, kind: str, threshold: float | None) -> dict[str, Any]:
+    chunks, planted = synthetic(n, dim)
+    if kind == "auto":
+        kind = "flat" if n <= 20_000 else "hnsw"
+    definition = resolve_embedding("default" if dim > FEATURES else "gem")
+    space = DuplicateSpace.of(definition, dim)
+    t = threshold if threshold is not None else space.levels.near
+    vectors = VectorIndex(IndexMeta("bench", dim, kind))
+    started = time.perf_counter()
+    for ids, vecs in chunks:
+        vectors.add(ids, vecs)
+    build = time.perf_counter() - started
+    del chunks
+    rss_before = psutil.Process().memory_info().rss
+    started = time.perf_counter()
+    pairs = find_pairs(vectors, space, t)
+    search_s = time.perf_counter() - started
+    groups = group_pairs(pairs, vectors, space, t, lambda ids: {i: i for i in ids})
+    seconds = time.perf_counter() - started
+    found = set(zip(pairs[0].tolist(), pairs[1].tolist(), strict=True))
+    # Planted pairs whose features part really reached the threshold are the ones that should be found.
+    gemsims = {}
+    if planted:
+        sample = list(planted)
+        a = vectors.vectors_of(np.array([p[0] for p in sample])), vectors.vectors_of(np.array([p[1] for p in sample]))
+        sims = space.similarity(*a)
+        gemsims = {p: float(s) for p, s in zip(sample, sims, strict=True)}
+    reachable = {p for p, s in gemsims.items() if s >= t}
+    return {
+        "vectors": n,
+        "dim": dim,
+        "compared_dims": space.dims,
+        "index": kind,
+        "threshold": t,
+        "build_seconds": build,
+        "pairs_seconds": search_s,
+        "duplicates_seconds": seconds,
+        "pairs_found": len(found),
+        "planted_pairs_over_threshold": len(reachable),
+        "planted_recall": len(found & reachable) / len(reachable) if reachable else 1.0,
+        "found_pairs_not_planted": len(found - planted),
+        "groups": len(groups),
+        "rss_gb_before": rss_before / 2**30,
+        "peak_rss_gb": psutil.Process().memory_info().rss / 2**30,
+    }
+
+
+def cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "fma")
+                return " ".join(f for f in line.split(":", 1)[1].split() if f in wanted)
+    except OSError:
+        pass
+    return "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.benchmarks.bench_duplicates", description=__doc__)
+    p.add_argument("--sizes", nargs="+", type=int, default=[100_000], help="stored vectors (e.g. 100000 1000000)")
+    p.add_argument("--dim", type=int, default=2280, help="2280 (the default embedding) or 1280 (its features part)")
+    p.add_argument("--kind", choices=["auto", "flat", "hnsw"], default="auto")
+    p.add_argument("--threshold", type=float, default=None, help="default: the definition's `near` level")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    info = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "flags": cpu_flags(),
+        "faiss_threads": faiss.omp_get_max_threads(),
+        "load_avg_at_start": os.getloadavg(),
+    }
+    print(f"machine: {info}")
+    rows = []
+    for n in args.sizes:
+        rows.append(run(n, args.dim, args.kind, args.threshold))
+        r = rows[-1]
+        print(f"  {n} x {args.dim} {r['index']}: {r['duplicates_seconds']:.1f} s", flush=True)
+    header = "| vectors | dim | index | build (not counted) | duplicates | planted recall | groups | peak RSS |"
+    print(header + "\n|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['vectors']:,} | {r['dim']} | {r['index']} | {r['build_seconds']:.1f} s | "
+            f"{r['duplicates_seconds']:.1f} s | {r['planted_recall']:.4f} | {r['groups']:,} | "
+            f"{r['peak_rss_gb']:.1f} GB |"
+        )
+    print(f"load average at the end: {os.getloadavg()}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    existing = json.loads(args.out.read_text()) if args.out.exists() else {"runs": []}
+    existing["runs"].append({"machine": info, "args": vars(args) | {"out": str(args.out)}, "results": rows})
+    args.out.write_text(json.dumps(existing, indent=2) + "\n")
+    print(f"results written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

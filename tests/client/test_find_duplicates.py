@@ -1,0 +1,161 @@
+"""The `find-duplicates` command: groups of a folder's copies as text, JSON, CSV and HTML; --move-to."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageOps
+
+from client.duplicates import main
+from index.registry import resolve_embedding
+from tests.client.test_cli import assert_one_line_error, run
+from tests.conftest import IMAGES_DIR, REPO_ROOT
+
+NEAR = resolve_embedding("default").duplicates.near
+
+
+@pytest.fixture
+def photo_folder(tmp_path: Path) -> Path:
+    """Distinct photos, two edited copies of the astronaut, a byte copy of the coffee in a subfolder."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("astronaut.jpg", "coffee.jpg", "rocket.jpg", "camera.jpg"):
+        shutil.copy(IMAGES_DIR / name, folder / name)
+    img = Image.open(IMAGES_DIR / "astronaut.jpg").convert("RGB")
+    ImageOps.mirror(img).save(folder / "astronaut_mirror.jpg", quality=70)
+    img.resize((img.width // 2, img.height // 2)).save(folder / "astronaut_small.jpg", quality=80)
+    (folder / "sub").mkdir()
+    shutil.copy(IMAGES_DIR / "coffee.jpg", folder / "sub" / "coffee.jpg")
+    return folder
+
+
+def _args(folder: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return ["--images_folder", str(folder), "--data_dir", str(tmp_path / "data"), "--quiet", *extra]
+
+
+def test_json_lists_each_group_with_the_kept_image_first(
+    capsys: pytest.CaptureFixture[str], photo_folder: Path, tmp_path: Path
+) -> None:
+    code, out, err = run(capsys, main, *_args(photo_folder, tmp_path, "--json"))
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["threshold"] == NEAR
+    (group,) = report["groups"]  # the byte copy is in a subfolder: not seen without --recursive
+    assert group["images"][0]["filename"] == "astronaut.jpg"
+    assert {i["filename"] for i in group["images"]} == {"astronaut.jpg", "astronaut_mirror.jpg", "astronaut_small.jpg"}
+    assert group["keep"] == group["images"][0]["id"] and group["images"][0]["similarity"] == 1.0
+    assert set(group["images"][0]) == {"id", "filename", "path", "similarity"}
+    assert Path(group["images"][1]["path"]).parent == photo_folder.resolve()
+    assert all(NEAR <= i["similarity"] < 1 for i in group["images"][1:])
+
+
+def test_recursive_finds_byte_copies_in_subfolders_and_csv_has_one_row_per_file(
+    capsys: pytest.CaptureFixture[str], photo_folder: Path, tmp_path: Path
+) -> None:
+    code, out, _ = run(capsys, main, *_args(photo_folder, tmp_path, "--recursive", "--csv"))
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 5 and {r["group"] for r in rows} == {"1", "2"}
+    coffee = [r for r in rows if r["filename"] == "coffee.jpg"]
+    assert len(coffee) == 2 and coffee[0]["id"] == coffee[1]["id"]
+    assert sorted(r["keep"] for r in coffee) == ["0", "1"] and float(coffee[1]["similarity"]) == 1.0
+
+
+def test_text_output_marks_the_file_to_keep(
+    capsys: pytest.CaptureFixture[str], photo_folder: Path, tmp_path: Path
+) -> None:
+    code, out, _ = run(capsys, main, *_args(photo_folder, tmp_path))
+    assert code == 0
+    assert "1 groups of near-duplicates" in out
+    assert any(line.lstrip().startswith("keep") and "astronaut.jpg" in line for line in out.splitlines())
+
+
+def test_a_higher_threshold_splits_what_a_lower_one_groups(
+    capsys: pytest.CaptureFixture[str], photo_folder: Path, tmp_path: Path
+) -> None:
+    strict = json.loads(run(capsys, main, *_args(photo_folder, tmp_path, "--threshold", "0.9999", "--json"))[1])
+    loose = json.loads(run(capsys, main, *_args(photo_folder, tmp_path, "--threshold", "0", "--json"))[1])
+    assert strict["groups"] == [] and strict["threshold"] == 0.9999
+    assert sum(len(g["images"]) for g in loose["groups"]) == 6
+
+
+def test_html_report_is_one_file_with_inline_thumbnails_and_the_kept_one_marked(
+    capsys: pytest.CaptureFixture[str], photo_folder: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "report.html"
+    code, _, _ = run(capsys, main, *_args(photo_folder, tmp_path, "--html", str(report)))
+    assert code == 0
+    page = report.read_text()
+    assert page.count('src="data:image/jpeg;base64,') == 3
+    assert page.count('class="keep"') == 1 and "astronaut_small.jpg" in page
+
+
+def test_move_to_moves_all_but_the_kept_file_and_never_overwrites(
+    capsys: pytest.CaptureFixture[str], photo_folder: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "moved"
+    target.mkdir()
+    (target / "astronaut_small.jpg").write_bytes(b"already here")
+    code, out, err = run(capsys, main, *_args(photo_folder, tmp_path, "--move-to", str(target)))
+    assert code == 0, err
+    assert (photo_folder / "astronaut.jpg").exists()
+    assert not (photo_folder / "astronaut_mirror.jpg").exists() and not (photo_folder / "astronaut_small.jpg").exists()
+    assert (target / "astronaut_mirror.jpg").exists() and (target / "astronaut_small (1).jpg").exists()
+    assert (target / "astronaut_small.jpg").read_bytes() == b"already here"
+    assert out.count("moved ") == 2
+    # Nothing else moved; a second run finds no groups and moves nothing.
+    assert sorted(p.name for p in photo_folder.iterdir()) == [
+        "astronaut.jpg",
+        "camera.jpg",
+        "coffee.jpg",
+        "rocket.jpg",
+        "sub",
+    ]
+    code, out, _ = run(capsys, main, *_args(photo_folder, tmp_path, "--move-to", str(target)))
+    assert code == 0 and "moved" not in out
+
+
+def test_nothing_moves_without_move_to(capsys: pytest.CaptureFixture[str], photo_folder: Path, tmp_path: Path) -> None:
+    before = sorted(photo_folder.rglob("*"))
+    assert run(capsys, main, *_args(photo_folder, tmp_path, "--recursive"))[0] == 0
+    assert sorted(photo_folder.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragments"),
+    [
+        (["--level", "nearish"], ["unknown level 'nearish'"]),
+        (["--threshold", "1.5"], ["between 0 and 1"]),
+        (["--level", "near", "--threshold", "0.9"], ["not both"]),
+        (["--json", "--csv"], ["--json or --csv"]),
+        (["--images_folder", "/no/such/folder"], ["images folder not found"]),
+    ],
+)
+def test_bad_input_is_one_line_and_a_nonzero_exit(
+    capsys: pytest.CaptureFixture[str], photo_folder: Path, tmp_path: Path, extra: list[str], fragments: list[str]
+) -> None:
+    assert_one_line_error(*run(capsys, main, *_args(photo_folder, tmp_path, *extra)), *fragments)
+
+
+def test_an_empty_folder_has_no_groups(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    code, out, _ = run(capsys, main, *_args(tmp_path / "empty", tmp_path, "--json"))
+    assert code == 0 and json.loads(out) == {"threshold": NEAR, "groups": []}
+
+
+def test_the_module_form_has_help_with_an_example() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "client.duplicates", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0 and "example:" in done.stdout and "--move-to" in done.stdout
