@@ -41,3 +41,7 @@ class WeightsNotFound(ImgsimError):
 
 class InvalidArgument(ImgsimError):
     """A search or listing argument is out of range (k, metric, page...)."""
+
+
+class EngineUnavailable(UnknownModel):
+    """The inference engine asked for is not installed, or cannot run this model, device or precision."""
