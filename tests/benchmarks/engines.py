@@ -51,7 +51,7 @@ from tests.benchmarks.bench import (
     run_process,
 )
 
-PARTS = ("forward", "agreement", "quality", "startup", "cli", "overlap", "api")
+PARTS = ("forward", "startup", "agreement", "quality", "cli", "overlap", "api")
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 
 
@@ -432,6 +432,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_machine(m)
     results: dict[str, Any] = {"machine": m, "args": {k: str(v) for k, v in vars(args).items()}}
     work = Path(tempfile.mkdtemp(prefix="imgsim-engines-"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"engines-{time.strftime('%Y%m%d-%H%M%S')}.json"
     try:
         folder = image_folder(args.images_folder, args.images, work)
         files = sorted(folder.iterdir())
@@ -455,11 +457,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             results[key] = rows
             print_table(f"{title} ({time.perf_counter() - started:.0f} s)", rows)
             print(f"(CPU: {m['cpu']}; " + ", ".join(k for k, v in m["flags"].items() if v) + ")")
+            out.write_text(json.dumps(results, indent=2, default=str))  # after each part: a long run keeps it
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"engines-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(results, indent=2, default=str))
     print(f"\nwrote {out}")
     return 0
 

@@ -111,7 +111,14 @@ def test_timm_model_loads_from_a_local_weights_file(tmp_path: Path, images_dir: 
 
     weights = tmp_path / "resnet18.pth"
     torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), weights)
-    settings = Settings(model="timm/resnet18", weights_path=weights, embedding="mean", precision="fp32")
+    # Random weights each run: their export is kept in the test's own cache, not the user's.
+    settings = Settings(
+        model="timm/resnet18",
+        weights_path=weights,
+        embedding="mean",
+        precision="fp32",
+        model_cache_dir=tmp_path / "models",
+    )
     embedder = Embedder(settings).load()
     result = embedder.forward(crops(embedder, images_dir / "cat.png"))
     assert result.embeddings.shape == (1, 512)
