@@ -132,6 +132,7 @@ class StatsOut(BaseModel):
     index_type: str = Field(description="'flat' (exact) or 'hnsw' (approximate)")
     device: str
     precision: str
+    engine: str = Field(description="Inference engine: 'openvino', 'onnxruntime' or 'torch'")
     limits: LimitsOut
 
     @classmethod

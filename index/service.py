@@ -44,6 +44,7 @@ class IndexStats:
     device: str
     precision: str
     data_dir: str
+    engine: str = ""
 
 
 class ImageIndex:
@@ -261,4 +262,5 @@ class ImageIndex:
             device=device,
             precision=dtype,
             data_dir=str(self.settings.data_dir),
+            engine=self.embedder.engine_name,
         )

@@ -87,13 +87,19 @@ def variants() -> list[tuple[str, str]]:
     from index.engines import installed_engines
     from index.engines.base import cpu_has_native_bf16
 
-    native = cpu_has_native_bf16()
+    # Under the AVX2 emulation bf16 is not native, whatever the CPU's flags say.
+    native = cpu_has_native_bf16() and os.environ.get("ONEDNN_MAX_CPU_ISA") is None
     wanted = {
         "torch": ["fp32", *(["bf16"] if native else [])],
         "onnxruntime": ["fp32", "int8"],
         "openvino": ["fp32", *(["bf16"] if native else []), "int8"],
     }
-    return [(e, p) for e in installed_engines() for p in wanted[e]]
+    found = [(e, p) for e in installed_engines() for p in wanted[e]]
+    chosen = os.environ.get("IMGSIM_BENCH_VARIANTS")  # set from --variants
+    if chosen:
+        names = {v.strip() for v in chosen.split(",")}
+        found = [(e, p) for e, p in found if f"{e} {p}" in names]
+    return found
 
 
 def embedder_for(engine: str, precision: str, work: Path) -> Any:
@@ -171,7 +177,7 @@ def bench_agreement(files: list[Path], work: Path, batch: int) -> list[Row]:
             vectors.append(r.embeddings)
             classes += [p[0].class_index for p in r.predictions]
         results[name_of(engine, precision)] = (np.concatenate(vectors), np.asarray(classes))
-    ref_v, ref_top1 = results["torch fp32"]
+    ref_v, ref_top1 = results.get("torch fp32") or next(iter(results.values()))
     truth = [_class_index(f.name) for f in files]
     rows: list[Row] = []
     for name, (v, top1) in results.items():
@@ -417,7 +423,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--searches", type=int, default=200)
     p.add_argument("--max-isa", choices=["avx2"], default=None, help="emulate an AVX2-only CPU for oneDNN (torch)")
     p.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    p.add_argument("--variants", default="", help="only these, e.g. 'openvino fp32,openvino int8' (default: all)")
     args = p.parse_args(argv)
+    if args.variants:
+        os.environ["IMGSIM_BENCH_VARIANTS"] = args.variants
     if args.max_isa and os.environ.get("ONEDNN_MAX_CPU_ISA") != "AVX2":
         # oneDNN reads it when torch loads: re-run this process with it set.
         env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
