@@ -15,8 +15,9 @@ Parts (all measured in this one run, interleaved where they compare; read the ra
 - overlap: in-process ingest with decoding overlapping the forward pass or taking turns with it;
 - api: POST /ingest throughput and GET /search latency through a real uvicorn, torch engine vs auto.
 
-Emulating an AVX2-only CPU on a newer one: ONEDNN_MAX_CPU_ISA=AVX2 (torch) is set for the whole run with
---max-isa avx2; OpenVINO and ONNX Runtime choose their kernels themselves and are not restricted by it.
+Emulating an AVX2-only CPU on a newer one: --max-isa avx2 sets ONEDNN_MAX_CPU_ISA=AVX2 for the whole run.
+torch's oneDNN and OpenVINO's convolutions honour it (OpenVINO keeps a few AVX-512 element-wise kernels);
+ONNX Runtime picks its kernels from the CPU's flags and is not restricted. bf16 counts as not native.
 """
 
 from __future__ import annotations
@@ -77,7 +78,10 @@ def print_machine(m: dict[str, Any]) -> None:
     flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in m["flags"].items())
     print(f"CPU: {m['cpu']}, {m['cores']} cores; {flags}")
     if m["emulated_max_isa"]:
-        print(f"ONEDNN_MAX_CPU_ISA={m['emulated_max_isa']} (an emulation: limits oneDNN in torch only)")
+        print(
+            f"ONEDNN_MAX_CPU_ISA={m['emulated_max_isa']}: an emulation (torch and OpenVINO's convolutions follow "
+            "it; ONNX Runtime does not)"
+        )
     print("engines: " + ", ".join(f"{k} {v}" for k, v in m["engines"].items()))
     print(f"load average at start: {m['load_avg_at_start']}")
 
