@@ -15,7 +15,8 @@ Parts (all measured in this one run, interleaved where they compare; read the ra
 - overlap: in-process ingest with decoding overlapping the forward pass or taking turns with it;
 - api: POST /ingest throughput and GET /search latency through a real uvicorn, torch engine vs auto.
 
-Emulating an AVX2-only CPU on a newer one: --max-isa avx2 sets ONEDNN_MAX_CPU_ISA=AVX2 for the whole run.
+Emulating an AVX2-only CPU on a newer one: --max-isa avx2 sets ONEDNN_MAX_CPU_ISA=AVX2 (and
+MKL_ENABLE_INSTRUCTIONS=AVX2, for the matmul bound) for the whole run.
 torch's oneDNN and OpenVINO's convolutions honour it (OpenVINO keeps a few AVX-512 element-wise kernels);
 ONNX Runtime picks its kernels from the CPU's flags and is not restricted. bf16 counts as not native.
 """
@@ -433,7 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["IMGSIM_BENCH_VARIANTS"] = args.variants
     if args.max_isa and os.environ.get("ONEDNN_MAX_CPU_ISA") != "AVX2":
         # oneDNN reads it when torch loads: re-run this process with it set.
-        env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+        # MKL (torch's fp32 matmul, the bound) has its own switch.
+        env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
         return subprocess.call([sys.executable, "-m", "tests.benchmarks.engines", *(argv or sys.argv[1:])], env=env)
 
     parts = [x.strip() for x in args.only.split(",") if x.strip()]
