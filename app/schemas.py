@@ -213,6 +213,7 @@ class StatsOut(BaseModel):
     index_type: str = Field(description="'flat' (exact) or 'hnsw' (approximate)")
     device: str = Field(description="Where inference runs, e.g. 'cpu' or 'cuda:0'")
     precision: str = Field(description="Inference precision, e.g. 'float32' or 'bfloat16'")
+    engine: str = Field(description="Inference engine: 'openvino', 'onnxruntime' or 'torch'")
     limits: LimitsOut = Field(description="Request limits")
 
     @classmethod

@@ -10,7 +10,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Metric = Literal["cosine", "euclidean", "dot"]
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+Engine = Literal["auto", "torch", "onnxruntime", "openvino"]
 IndexKind = Literal["auto", "flat", "hnsw"]
 Scope = Literal["read", "write"]
 
@@ -41,6 +42,11 @@ class Settings(BaseSettings):
     weights_path: Path | None = Field(default=None, description="Local weights file for models without a package.")
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
     precision: Precision = Field(default="auto", description="Inference precision; 'auto' uses bf16 where native.")
+    engine: Engine = Field(default="auto", description="Inference engine; 'auto' = fastest installed for the device.")
+    model_cache_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "imgsim",
+        description="Where exported models are kept (made once with torch, then loaded without it).",
+    )
     batch_size: int = Field(default=32, ge=1, le=1024)
     top_k_predictions: int = Field(default=5, ge=1, le=1000, description="ImageNet predictions stored per image.")
     metric: Metric = "cosine"

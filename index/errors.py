@@ -70,3 +70,7 @@ class DeadlineExceeded(Overloaded):
 class BackendUnavailable(ImgsimError):
     """A configured database, vector store or blob storage cannot be reached or used (wrong URL, wrong kind,
     server down, a collection built for another model or dimension)."""
+
+
+class EngineUnavailable(UnknownModel):
+    """The inference engine asked for is not installed, or cannot run this model, device or precision."""

@@ -3,8 +3,9 @@
 Decoding runs in a thread pool (Pillow releases the GIL while it decodes and resamples). When the forward
 pass runs elsewhere (a GPU) or there are cores to spare, decoding runs a bounded window ahead of it, so the
 two overlap without holding more than a few batches in memory. On a small CPU the forward pass already uses
-every core, and threads decoding beside it only preempt its OpenMP workers (each layer then waits for the
-slowest one), so there decoding and embedding take turns, each with all the cores.
+every core, and threads decoding beside it only preempt its worker threads (torch's OpenMP, OpenVINO's and
+ONNX Runtime's pools: each layer then waits for the slowest one), so there decoding and embedding take
+turns, each with all the cores (`tests/benchmarks/engines.py --only overlap` measures both ways).
 """
 
 from __future__ import annotations

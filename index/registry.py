@@ -53,6 +53,24 @@ class ModelSpec:
     num_classes: int = 1000
 
 
+def model_preprocessing(spec: ModelSpec) -> Preprocessing:
+    """The registered preprocessing, or timm's data config for an unregistered architecture (imports timm)."""
+    if spec.preprocessing is not None:
+        return spec.preprocessing
+    import timm
+    from timm.data import resolve_data_config
+
+    cfg = timm.models.get_pretrained_cfg(spec.timm_name)
+    data = resolve_data_config(pretrained_cfg=cfg.to_dict() if cfg is not None else {})
+    return Preprocessing(
+        input_size=int(data["input_size"][-1]),
+        crop_pct=float(data["crop_pct"]),
+        interpolation=str(data["interpolation"]),
+        mean=tuple(float(x) for x in data["mean"]),  # type: ignore[arg-type]
+        std=tuple(float(x) for x in data["std"]),  # type: ignore[arg-type]
+    )
+
+
 @dataclass(frozen=True)
 class Prediction:
     label: str
@@ -168,10 +186,12 @@ def resolve_embedding(name: str) -> EmbeddingDefinition:
     return EMBEDDINGS[key]
 
 
+# Generated once from timm's ImageNetInfo (a test checks they still agree), so naming a prediction needs
+# neither timm nor torch.
+LABELS_FILE = Path(__file__).parent / "data" / "imagenet_labels.txt"
+
+
 @cache
 def imagenet_labels() -> tuple[str, ...]:
-    """Human-readable names of the 1000 ImageNet-1k classes, by class index (shipped with timm)."""
-    from timm.data import ImageNetInfo
-
-    info = ImageNetInfo()
-    return tuple(info.index_to_description(i) for i in range(1000))
+    """Human-readable names of the 1000 ImageNet-1k classes, by class index."""
+    return tuple(LABELS_FILE.read_text(encoding="utf-8").splitlines())

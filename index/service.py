@@ -49,6 +49,7 @@ class IndexStats:
     device: str
     precision: str
     data_dir: str
+    engine: str = ""
 
 
 class ImageIndex:
@@ -90,15 +91,12 @@ class ImageIndex:
             space = DuplicateSpace.of(self.embedder.embedding, self.vectors.meta.dim, self.embedder.spec.num_classes)
             self.searcher = Searcher(self.store, self.vectors, self.ingestor.embed, space)
             self._space = space
-            self._duplicates = DuplicateFinder(self.store, self.vectors, space) if self._in_process else None
+            vectors = self.vectors
+            self._duplicates = DuplicateFinder(self.store, vectors, space) if isinstance(vectors, VectorIndex) else None
         except BaseException:
             self.store.close()
             self._release_lock()
             raise
-
-    @property
-    def _in_process(self) -> bool:
-        return isinstance(self.vectors, VectorIndex)
 
     @property
     def duplicates(self) -> DuplicateFinder:
@@ -371,4 +369,5 @@ class ImageIndex:
             device=device,
             precision=dtype,
             data_dir=str(self.settings.data_dir),
+            engine=self.embedder.engine_name,
         )

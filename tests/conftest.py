@@ -20,6 +20,7 @@ from PIL import Image
 
 from index.config import Settings
 from index.embedder import Embedder, EmbedResult
+from index.engines import installed_engines
 from index.registry import resolve_embedding
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -144,6 +145,12 @@ def settings(make_settings: SettingsFactory) -> Settings:
 def embedder() -> CountingEmbedder:
     """The default model, loaded once per test session; pass it to `ImageIndex(settings, embedder)`."""
     return CountingEmbedder(Settings()).load()  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session", params=installed_engines())
+def engine_embedder(request: pytest.FixtureRequest) -> Embedder:
+    """The default model on each installed inference engine in turn (default precision), loaded once."""
+    return Embedder(Settings(engine=request.param)).load()
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,7 @@ def test_stats_describe_the_index_and_the_request_limits(photo_client: TestClien
     assert stats["dim"] == embedder.dim
     assert stats["metric"] == "cosine"
     assert stats["index_type"] == "flat"
+    assert (stats["engine"], stats["precision"]) == (embedder.engine_name, embedder.engine.precision)
     assert stats["limits"]["max_files_per_request"] == Settings().max_files_per_request
 
 

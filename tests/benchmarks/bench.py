@@ -178,7 +178,7 @@ def model_gflop_per_image(embedder: Any) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     size = embedder.preprocessing.input_size
-    model = embedder.load()._model
+    model = embedder.load().engine.model  # the torch engine's network
     x = torch.zeros(1, 3, size, size, dtype=embedder.dtype)
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model(x)
@@ -196,7 +196,9 @@ def bench_embed(folder: Path, work: Path, batch_size: int, rounds: int = 3) -> l
     from index.embedder import Embedder
     from index.imaging import decode_for_model
 
-    embedders = {p: Embedder(settings_for(work / "embed", precision=p)).load() for p in ("fp32", "auto")}
+    embedders = {
+        p: Embedder(settings_for(work / "embed", precision=p, engine="torch")).load() for p in ("fp32", "auto")
+    }
     auto = embedders["auto"]
     crops = load_crops(folder, auto, batch_size * 2)
     files = sorted(folder.iterdir())[: batch_size * 2]
@@ -446,7 +448,7 @@ def bench_quality(folder: Path, work: Path, batch_size: int) -> list[Row]:
     files = sorted(folder.iterdir())
     results: dict[str, tuple[NDArray[np.float32], NDArray[np.int64]]] = {}
     for precision in ("fp32", "bf16"):
-        e = Embedder(settings_for(work / "quality", precision=precision)).load()
+        e = Embedder(settings_for(work / "quality", precision=precision, engine="torch")).load()
         vectors: list[NDArray[np.float32]] = []
         top1: list[int] = []
         for i in range(0, len(files), batch_size):

@@ -247,9 +247,10 @@ def per_edit_recall(rr: NDArray[np.float64], queries: Sequence[Query]) -> dict[s
 # --- the library evaluation -----------------------------------------------------------------------------
 
 
-def evaluate_definition(data: Dataset, model: str, embedding: str, workdir: Path) -> dict[str, Any]:
-    """Ingest the photos into a fresh index with one model and embedding definition and measure it."""
-    settings = Settings(data_dir=workdir, model=model, embedding=embedding, index_kind="flat")
+def evaluate_definition(data: Dataset, model: str, embedding: str, workdir: Path, **overrides: Any) -> dict[str, Any]:
+    """Ingest the photos into a fresh index with one model and embedding definition and measure it
+    (`overrides`: other settings, such as the inference engine and precision)."""
+    settings = Settings(data_dir=workdir, model=model, embedding=embedding, index_kind="flat", **overrides)
     with ImageIndex(settings) as index:
         embedder = index.embedder.load()  # weights loading is not throughput
         # Nor is oneDNN building kernels for each new batch shape on first use.
@@ -334,7 +335,7 @@ def pool_view(embedder: Embedder, photos: Sequence[bytes], view: View, batch_siz
     """Decode with the library, run the network once per image, keep every pooling of the feature map."""
     import torch
 
-    model: Any = embedder.load()._model
+    model: Any = embedder.load().engine.model  # type: ignore[attr-defined]  # the torch engine's network
     assert model is not None
     base = embedder.preprocessing
     size = round(base.input_size * view.scale)
@@ -448,7 +449,7 @@ def run_exploration(data: Dataset, models: Sequence[str], extra_views: bool) -> 
     groups = [p.group for p in data.photos]
     for model in models:
         with tempfile.TemporaryDirectory(prefix="imgsim-eval-") as tmp:
-            embedder = Embedder(Settings(data_dir=Path(tmp), model=model))
+            embedder = Embedder(Settings(data_dir=Path(tmp), model=model, engine="torch"))
             embedder.load()
             views = [View("plain")]
             if extra_views:
@@ -499,8 +500,8 @@ def run_preprocessing_check(data: Dataset, model: str) -> dict[str, Any]:
     from timm.data import create_transform, resolve_data_config
 
     with tempfile.TemporaryDirectory(prefix="imgsim-eval-") as tmp:
-        embedder = Embedder(Settings(data_dir=Path(tmp), model=model)).load()
-    net: Any = embedder._model
+        embedder = Embedder(Settings(data_dir=Path(tmp), model=model, engine="torch")).load()
+    net: Any = embedder.engine.model  # type: ignore[attr-defined]
     assert net is not None
     transform = create_transform(**resolve_data_config({}, model=net))
     pre: Preprocessing = embedder.preprocessing

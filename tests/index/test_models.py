@@ -10,11 +10,12 @@ import pytest
 
 from index.config import Settings
 from index.embedder import Embedder, select_precision
+from index.engines.torch_engine import TorchEngine
 from index.errors import UnknownModel, WeightsNotFound
 from index.imaging import decode_for_model
 from index.registry import REGISTRY, imagenet_labels, resolve_embedding, resolve_model
 from index.weights import map_lite_checkpoint_keys
-from tests.conftest import CountingEmbedder, model_version
+from tests.conftest import model_version
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967
@@ -58,10 +59,11 @@ def test_registered_shapes_and_preprocessing_agree_with_timm_and_the_loaded_netw
     assert embedder.preprocessing == embedder.timm_preprocessing()
     assert not embedder.loaded, "known shapes must not need the network"
     width = embedder.dim
-    network = embedder.load()._model
-    assert network is not None
-    assert width == int(network.num_features) == embedder.spec.num_features
-    assert int(network.num_classes) == embedder.spec.num_classes
+    network = TorchEngine(Settings(model=name), embedder.spec, embedder.embedding)
+    network.load()
+    assert network.model is not None
+    assert width == network.num_features == int(network.model.num_features) == embedder.spec.num_features
+    assert network.num_classes == int(network.model.num_classes) == embedder.spec.num_classes
 
 
 def test_a_background_load_failure_is_raised_by_the_next_load(tmp_path: Path) -> None:
@@ -109,7 +111,14 @@ def test_timm_model_loads_from_a_local_weights_file(tmp_path: Path, images_dir: 
 
     weights = tmp_path / "resnet18.pth"
     torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), weights)
-    settings = Settings(model="timm/resnet18", weights_path=weights, embedding="mean", precision="fp32")
+    # Random weights each run: their export is kept in the test's own cache, not the user's.
+    settings = Settings(
+        model="timm/resnet18",
+        weights_path=weights,
+        embedding="mean",
+        precision="fp32",
+        model_cache_dir=tmp_path / "models",
+    )
     embedder = Embedder(settings).load()
     result = embedder.forward(crops(embedder, images_dir / "cat.png"))
     assert result.embeddings.shape == (1, 512)
@@ -205,23 +214,23 @@ def test_a_wrongly_shaped_tensor_raises(lite0_checkpoint: tuple[dict[str, Any], 
         map_lite_checkpoint_keys({**state, "_fc.bias": state["_fc.bias"][:10]}, model)
 
 
-# --- the embedder ---------------------------------------------------------------------------------------
+# --- the embedder, on every installed engine --------------------------------------------------------------
 
 
-def test_the_cat_photo_is_classified_as_a_cat(embedder: CountingEmbedder, images_dir: Path) -> None:
-    preds = embedder.forward(crops(embedder, images_dir / "cat.png")).predictions[0]
+def test_the_cat_photo_is_classified_as_a_cat(engine_embedder: Embedder, images_dir: Path) -> None:
+    preds = engine_embedder.forward(crops(engine_embedder, images_dir / "cat.png")).predictions[0]
     assert preds[0].class_index in CAT_CLASSES, preds[0]
 
 
-def test_the_coffee_photo_is_classified_as_espresso(embedder: CountingEmbedder, images_dir: Path) -> None:
-    top = embedder.forward(crops(embedder, images_dir / "coffee.jpg")).predictions[0][0]
+def test_the_coffee_photo_is_classified_as_espresso(engine_embedder: Embedder, images_dir: Path) -> None:
+    top = engine_embedder.forward(crops(engine_embedder, images_dir / "coffee.jpg")).predictions[0][0]
     assert (top.class_index, top.label) == (ESPRESSO, "espresso")
     assert top.score > 0.5
 
 
-def test_predictions_are_the_top_k_with_their_imagenet_labels(embedder: CountingEmbedder, images_dir: Path) -> None:
-    preds = embedder.forward(crops(embedder, images_dir / "camera.jpg")).predictions[0]
-    assert len(preds) == embedder.top_k == 5
+def test_predictions_are_the_top_k_with_their_imagenet_labels(engine_embedder: Embedder, images_dir: Path) -> None:
+    preds = engine_embedder.forward(crops(engine_embedder, images_dir / "camera.jpg")).predictions[0]
+    assert len(preds) == engine_embedder.top_k == 5
     scores = [p.score for p in preds]
     assert scores == sorted(scores, reverse=True)
     assert 0 < sum(scores) <= 1 + 1e-5
@@ -229,34 +238,34 @@ def test_predictions_are_the_top_k_with_their_imagenet_labels(embedder: Counting
 
 
 def test_default_embedding_is_unit_norm_float32_of_the_advertised_width(
-    embedder: CountingEmbedder, images_dir: Path
+    engine_embedder: Embedder, images_dir: Path
 ) -> None:
     paths = [images_dir / n for n in ("cat.png", "coffee.jpg", "rocket.jpg")]
-    vectors = embedder.forward(crops(embedder, *paths)).embeddings
-    logits_width = 1000 if embedder.embedding.logits_weight > 0 else 0
-    assert vectors.shape == (3, embedder.dim) == (3, 1280 + logits_width)
+    vectors = engine_embedder.forward(crops(engine_embedder, *paths)).embeddings
+    logits_width = 1000 if engine_embedder.embedding.logits_weight > 0 else 0
+    assert vectors.shape == (3, engine_embedder.dim) == (3, 1280 + logits_width)
     assert vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
-def test_same_image_twice_gives_the_same_vector(embedder: CountingEmbedder, images_dir: Path) -> None:
-    batch = crops(embedder, images_dir / "astronaut.jpg", images_dir / "astronaut.jpg")
-    first = embedder.forward(batch).embeddings
-    again = embedder.forward(batch[:1]).embeddings
+def test_same_image_twice_gives_the_same_vector(engine_embedder: Embedder, images_dir: Path) -> None:
+    batch = crops(engine_embedder, images_dir / "astronaut.jpg", images_dir / "astronaut.jpg")
+    first = engine_embedder.forward(batch).embeddings
+    again = engine_embedder.forward(batch[:1]).embeddings
     np.testing.assert_array_equal(first[0], first[1])
     np.testing.assert_allclose(first[0], again[0], atol=1e-6)
 
 
-def test_near_duplicates_are_closer_than_other_photos(embedder: CountingEmbedder, images_dir: Path) -> None:
+def test_near_duplicates_are_closer_than_other_photos(engine_embedder: Embedder, images_dir: Path) -> None:
     names = ["cat.png", "cat_mirror.png", "cat_crop.jpg", "coffee.jpg", "rocket.jpg"]
-    v = embedder.forward(crops(embedder, *(images_dir / n for n in names))).embeddings
+    v = engine_embedder.forward(crops(engine_embedder, *(images_dir / n for n in names))).embeddings
     sims = v[1:] @ v[0]
     assert min(sims[:2]) > max(sims[2:]) + 0.3
 
 
-def test_empty_batch_gives_no_vectors(embedder: CountingEmbedder) -> None:
-    result = embedder.forward(np.zeros((0, 224, 224, 3), np.uint8))
-    assert result.embeddings.shape == (0, embedder.dim)
+def test_empty_batch_gives_no_vectors(engine_embedder: Embedder) -> None:
+    result = engine_embedder.forward(np.zeros((0, 224, 224, 3), np.uint8))
+    assert result.embeddings.shape == (0, engine_embedder.dim)
     assert result.predictions == []
 
 
@@ -272,16 +281,23 @@ def test_each_embedding_definition_gives_unit_vectors_of_its_width(
 
 
 def test_top1_on_a_sample_of_imagenet_photos_is_near_the_published_figure(
-    embedder: CountingEmbedder, imagenet_sample: Path
+    engine_embedder: Embedder, imagenet_sample: Path
 ) -> None:
     files = sorted(imagenet_sample.glob("*.JPEG"))
     wnids = sorted(f.name.split("_", 1)[0] for f in files)
     chosen = files[::10]  # 100 classes across the whole range
-    pre = embedder.preprocessing
+    pre = engine_embedder.preprocessing
     correct = 0
     for start in range(0, len(chosen), 25):
         group = chosen[start : start + 25]
         batch = np.stack([decode_for_model(f.read_bytes(), pre, 40_000_000).crop for f in group])
-        for f, preds in zip(group, embedder.forward(batch).predictions, strict=True):
+        for f, preds in zip(group, engine_embedder.forward(batch).predictions, strict=True):
             correct += preds[0].class_index == wnids.index(f.name.split("_", 1)[0])
     assert correct / len(chosen) >= 0.8
+
+
+def test_the_packaged_imagenet_labels_are_timms() -> None:
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    assert imagenet_labels() == tuple(info.index_to_description(i) for i in range(1000))

@@ -75,11 +75,11 @@ def test_jpegs_decoded_by_torchvision_crop_like_pillow(images_dir: Path) -> None
         assert np.abs(crop.astype(int) - np.asarray(reference.crop).astype(int)).mean() < 6
 
 
-def test_device_decoding_embeds_like_the_pillow_path_and_reports_bad_images(
-    embedder: CountingEmbedder, images_dir: Path
-) -> None:
+def test_device_decoding_embeds_like_the_pillow_path_and_reports_bad_images(images_dir: Path) -> None:
     from index.pipeline import embed_decoding_on_device
 
+    # Decoding on a device is the torch engine's path (nvJPEG on CUDA; torchvision's CPU decoder here).
+    embedder = Embedder(Settings(engine="torch"))
     items = _read(images_dir)
     bad = ReadImage(ImageSource(name="bad.jpg", data=b"\xff\xd8\xff broken"), b"\xff\xd8\xff broken", "1" * 64)
     errors: list[str] = []
