@@ -161,6 +161,7 @@ class SearchResponse(BaseModel):
                     "sha256": SHA_CROP,
                     "score": 0.9673,
                     "predictions": CAT_PREDICTIONS,
+                    "duplicate": True,
                 }
             ],
         }
@@ -168,7 +169,10 @@ class SearchResponse(BaseModel):
 
     query: QueryOut = Field(description="The image searched from")
     metric: Literal["cosine", "euclidean", "dot"] = Field(description="The metric `score` is in")
-    results: list[HitOut] = Field(description="Best first: highest similarity, or smallest euclidean distance")
+    results: list[HitOut] = Field(
+        description="Stored copies of the query first (`duplicate`), then the rest best first: highest "
+        "similarity, or smallest euclidean distance"
+    )
 
 
 class ImageOut(BaseModel):
@@ -251,12 +255,12 @@ class DuplicateGroupOut(BaseModel):
 class DuplicatesResponse(BaseModel):
     total: int = Field(description="Number of groups at this threshold")
     threshold: float = Field(description="The duplicate similarity threshold used")
-    offset: int
-    limit: int
+    offset: int = Field(description="Groups skipped (pagination)")
+    limit: int = Field(description="Most groups returned")
     groups: list[DuplicateGroupOut] = Field(description="Largest groups first")
 
 
 class ImageDuplicatesResponse(BaseModel):
-    id: int
-    threshold: float
+    id: int = Field(description="The stored image asked about")
+    threshold: float = Field(description="The duplicate similarity threshold used")
     images: list[DuplicateImageOut] = Field(description="Its near-duplicates, most similar first; itself left out")

@@ -7,12 +7,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.web.conftest import Site
-from tests.web.routes import HAS_DUPLICATES_API
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not HAS_DUPLICATES_API, reason="this build of the service has no GET /duplicates"),
-]
+pytestmark = pytest.mark.browser
 
 
 def test_duplicates_are_shown_side_by_side_and_all_but_the_chosen_one_are_deleted(page: Page, site: Site) -> None:

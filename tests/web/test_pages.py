@@ -13,7 +13,6 @@ from playwright.sync_api import Page, Request, expect
 
 from tests.conftest import CAT_VARIANTS, IMAGES_DIR
 from tests.web.conftest import MAX_FILES_PER_REQUEST, Site
-from tests.web.routes import HAS_DUPLICATES_API
 from tests.web.sample import derived_photos
 
 pytestmark = pytest.mark.browser
@@ -26,7 +25,13 @@ def card_names(page: Page, selector: str = "#results .card") -> list[str]:
 
 
 def card_scores(page: Page) -> list[float]:
-    return [float(t.split()[-1]) for t in page.locator("#results .card .score").all_inner_texts()]
+    """The scores of the result cards that are not marked as copies (copies come first, by their own order)."""
+    texts = page.locator("#results .card .score").all_inner_texts()
+    return [float(t.split()[1]) for t in texts if "copy" not in t]
+
+
+def copy_count(page: Page) -> int:
+    return sum("copy" in t for t in page.locator("#results .card .score").all_inner_texts())
 
 
 # Every thumbnail of the grid has arrived and decoded (a broken image has naturalWidth 0).
@@ -62,6 +67,7 @@ def test_searching_with_an_uploaded_photo_shows_ranked_thumbnails(page: Page, tm
     names, scores = card_names(page), card_scores(page)
     assert set(names[:5]) == CATS, names
     assert scores == sorted(scores, reverse=True)
+    assert copy_count(page) >= 1  # the crop is a near-duplicate of cat.png: marked, and first
     page.wait_for_function(ALL_THUMBNAILS_SHOWN)
 
 
@@ -231,12 +237,6 @@ def test_a_kept_api_key_is_sent_with_every_request(page: Page, site: Site) -> No
     page.wait_for_load_state("networkidle")
     assert api_headers and set(api_headers) == {"s3cret key"}
     assert image_urls and all("api_key=s3cret%20key" in url for url in image_urls)
-
-
-@pytest.mark.skipif(HAS_DUPLICATES_API, reason="the server has the duplicates API (see test_duplicates_page.py)")
-def test_the_duplicates_view_says_so_when_the_server_has_no_duplicates_api(page: Page) -> None:
-    page.goto("/library/duplicates")
-    expect(page.locator(".status.error")).to_contain_text("no duplicates API")
 
 
 def test_files_are_split_into_requests_within_the_servers_limits(page: Page) -> None:

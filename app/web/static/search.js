@@ -115,7 +115,13 @@ function render(answer, describeQuery) {
         href: searchHref(hit.id, opts),
         detailHref: `/library/${hit.id}`,
         badge: `${rank + 1}`,
-        extra: el("span", { class: "score" }, scoreText(answer.metric, hit.score)),
+        extra: el(
+          "span",
+          { class: "score" },
+          scoreText(answer.metric, hit.score),
+          // Stored copies of the query (the calibrated near-duplicate level) come first, marked.
+          hit.duplicate ? el("span", { class: "copy", title: "a near-duplicate of the query" }, " · copy") : null,
+        ),
       }),
     ),
   );
