@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from index.config import Settings
 from index.embedder import Embedder
 from index.errors import ImgsimError, InvalidArgument
-from index.ingest import IMAGE_SUFFIXES
+from index.ingest import list_image_files
 from index.pipeline import ImageSource, ReadImage, embed_read, read_sources
 from index.registry import Prediction
 from index.service import ImageIndex
@@ -46,18 +46,6 @@ class BatchReport:
     def images_per_second(self) -> float:
         done = self.added + self.existing + self.failed
         return done / self.seconds if self.seconds > 0 else 0.0
-
-
-def list_files(folder: Path, recursive: bool = True) -> list[Path]:
-    """Image files in `folder` (and below it), sorted.
-
-    Raises:
-        InvalidArgument: `folder` is not a directory.
-    """
-    if not folder.is_dir():
-        raise InvalidArgument(f"images folder not found: {folder}")
-    found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def recorded_paths(store: ImageStore, paths: Iterable[str]) -> set[str]:
@@ -230,7 +218,7 @@ def batch_ingest(
     if workers < 1:
         raise InvalidArgument("workers must be at least 1")
     started = time.perf_counter()
-    files = [str(p.resolve()) for p in list_files(folder, recursive)]
+    files = [str(p.resolve()) for p in list_image_files(folder, recursive)]
     embedder = Embedder(settings)
     with ImageIndex(settings, embedder) as index:
         done = recorded_paths(index.store, files)
