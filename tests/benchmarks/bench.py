@@ -249,10 +249,11 @@ def free_port() -> int:
 class Server:
     """A real uvicorn process serving app.main:app on a free loopback port."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, **settings: str) -> None:
+        """`settings`: extra environment for the server, e.g. IMGSIM_ENGINE="openvino"."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "IMGSIM_DATA_DIR": str(data_dir)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "IMGSIM_DATA_DIR": str(data_dir), **settings}
         cmd = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

@@ -43,7 +43,7 @@ from tests.benchmarks.bench import (
     DEFAULT_IMAGES,
     ROOT,
     Row,
-    free_port,
+    Server,
     image_folder,
     matmul_gflops,
     percentile_ms,
@@ -345,39 +345,6 @@ def bench_overlap(files: list[Path], work: Path, rounds: int) -> list[Row]:
     return [{"ingest, in-process": k, "images": len(chosen), "img/s": v} for k, v in best.items()]
 
 
-class EngineServer:
-    """A real uvicorn process with one engine."""
-
-    def __init__(self, data_dir: Path, engine: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "IMGSIM_DATA_DIR": str(data_dir), "IMGSIM_ENGINE": engine}
-        cmd = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def __enter__(self) -> EngineServer:
-        import httpx
-
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("uvicorn exited")
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("uvicorn did not become ready")
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
 def bench_api(files: list[Path], work: Path, per_request: int, searches: int) -> list[Row]:
     import httpx
 
@@ -386,7 +353,7 @@ def bench_api(files: list[Path], work: Path, per_request: int, searches: int) ->
     ref = chosen[0].name
     rows: list[Row] = []
     for engine in ("torch", "auto"):
-        with EngineServer(work / f"api-{engine}", engine) as server:
+        with Server(work / f"api-{engine}", IMGSIM_ENGINE=engine) as server:
             seconds = post_ingest(server.url, chunks, 4)
             latencies = []
             with httpx.Client(base_url=server.url, timeout=60) as client:
