@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -252,3 +252,19 @@ def hold_lock_in_another_process(data_dir: Path, url: str = "") -> subprocess.Po
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
     return proc
+
+
+def zero_byte_database(data_dir: Path) -> None:
+    """A data dir whose database was truncated to 0 bytes while a kept image remains."""
+    (data_dir / "blobs" / "ab").mkdir(parents=True)
+    (data_dir / "blobs" / "ab" / ("ab" * 32)).write_bytes(b"kept image")
+    (data_dir / "imgsim.sqlite3").write_bytes(b"")
+
+
+# Start-up failures shared by the API and the CLI: environment, how to prepare the data dir, expected text.
+STARTUP_FAILURES: dict[str, tuple[dict[str, str], Callable[[Path], None] | None, str]] = {
+    "precision": ({"IMGSIM_PRECISION": "fp64"}, None, "IMGSIM_PRECISION"),
+    "batch size": ({"IMGSIM_BATCH_SIZE": "0"}, None, "IMGSIM_BATCH_SIZE"),
+    "empty database": ({}, zero_byte_database, "0 bytes"),
+    "no gpu": ({"IMGSIM_DEVICE": "cuda"}, None, "no such CUDA GPU"),
+}

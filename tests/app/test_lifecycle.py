@@ -16,7 +16,7 @@ import torch
 from index.rebuild import INDEX_FILE
 from index.vectors import VectorIndex
 from tests.app.server import start_server, stop, wait_ready
-from tests.conftest import IMAGES_DIR, REPO_ROOT, encode_image, hold_lock_in_another_process
+from tests.conftest import IMAGES_DIR, REPO_ROOT, STARTUP_FAILURES, encode_image, hold_lock_in_another_process
 
 pytestmark = pytest.mark.slow
 
@@ -96,19 +96,7 @@ def _failure_output(tmp_path: Path, **env: str) -> tuple[int, str]:
     return code, (tmp_path / "fail.log").read_text()
 
 
-def _zero_byte_database(data_dir: Path) -> None:
-    (data_dir / "blobs" / "ab").mkdir(parents=True)
-    (data_dir / "blobs" / "ab" / ("ab" * 32)).write_bytes(b"kept image")
-    (data_dir / "imgsim.sqlite3").write_bytes(b"")
-
-
-CASES = {
-    "precision": ({"IMGSIM_PRECISION": "fp64"}, None, "IMGSIM_PRECISION"),
-    "batch size": ({"IMGSIM_BATCH_SIZE": "0"}, None, "IMGSIM_BATCH_SIZE"),
-    "api keys": ({"IMGSIM_API_KEYS": "secret-without-scope"}, None, "IMGSIM_API_KEYS"),
-    "empty database": ({}, _zero_byte_database, "0 bytes"),
-    "no gpu": ({"IMGSIM_DEVICE": "cuda"}, None, "no such CUDA GPU"),
-}
+CASES = {**STARTUP_FAILURES, "api keys": ({"IMGSIM_API_KEYS": "secret-without-scope"}, None, "IMGSIM_API_KEYS")}
 
 
 @pytest.mark.parametrize("case", list(CASES))

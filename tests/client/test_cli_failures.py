@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import IMAGES_DIR, REPO_ROOT, encode_image, hold_lock_in_another_process
+from tests.conftest import IMAGES_DIR, REPO_ROOT, STARTUP_FAILURES, encode_image, hold_lock_in_another_process
 
 pytestmark = pytest.mark.slow
 
@@ -30,18 +30,7 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _zero_byte_database(data_dir: Path) -> None:
-    (data_dir / "blobs" / "ab").mkdir(parents=True)
-    (data_dir / "blobs" / "ab" / ("ab" * 32)).write_bytes(b"kept image")
-    (data_dir / "imgsim.sqlite3").write_bytes(b"")
-
-
-CASES = {
-    "precision": ({"IMGSIM_PRECISION": "fp64"}, None, "IMGSIM_PRECISION"),
-    "batch size": ({"IMGSIM_BATCH_SIZE": "0"}, None, "IMGSIM_BATCH_SIZE"),
-    "empty database": ({}, _zero_byte_database, "0 bytes"),
-    "no gpu": ({"IMGSIM_DEVICE": "cuda"}, None, "no such CUDA GPU"),
-}
+CASES = STARTUP_FAILURES
 
 
 @pytest.mark.parametrize("case", list(CASES))
