@@ -34,14 +34,14 @@ def start_server(data_dir: Path, log_file: Path, **env: str) -> tuple[subprocess
     return proc, f"http://127.0.0.1:{port}"
 
 
-def wait_ready(proc: subprocess.Popen[bytes], url: str, log_file: Path) -> None:
-    """Wait until `/ready` answers 200; raises with the log's tail when the server exits or takes too long."""
+def wait_ready(proc: subprocess.Popen[bytes], url: str, log_file: Path, path: str = "/ready") -> None:
+    """Wait until `path` answers 200; raises with the log's tail when the server exits or takes too long."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{log_file.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.app.browser import offline_page
-from tests.app.server import free_port
+from tests.app.server import free_port, stop, wait_ready
 from tests.apps.conftest import CAT_VARIANTS, NOTEBOOK, QUERY, STORED, mercury_tool
 from tests.conftest import REPO_ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.mercury]
 
-START_TIMEOUT_S = 120.0
 RENDER_TIMEOUT_MS = 120_000
 
 
@@ -41,26 +38,10 @@ def mercury_url(api_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         proc = subprocess.Popen(mercury_command(port), cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mercury exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/mercury/{NOTEBOOK.name}", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mercury not serving after {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
+        wait_ready(proc, url, log, path=f"/mercury/{NOTEBOOK.name}")
         yield f"{url}/mercury/{NOTEBOOK.name}"
     finally:
-        proc.terminate()  # Jupyter's server shuts its kernels down on SIGTERM
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)  # Jupyter's server shuts its kernels down on SIGTERM
 
 
 def test_a_visitor_uploads_a_reference_and_sees_ranked_results(mercury_url: str, tmp_path: Path) -> None:
