@@ -26,8 +26,9 @@ from index.errors import ImgsimError, InvalidArgument
 from index.ingest import list_image_files
 from index.pipeline import ImageSource, ReadImage, embed_read, read_sources
 from index.registry import Prediction
+from index.schema import NameRow
 from index.service import ImageIndex
-from index.store import ImageStore, NameRow, NewImage
+from index.store import ImageStore, NewImage
 
 log = logging.getLogger(__name__)
 

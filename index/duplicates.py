@@ -27,7 +27,8 @@ from sqlalchemy import func, select
 
 from index.errors import InvalidArgument
 from index.registry import DuplicateLevels, EmbeddingDefinition
-from index.store import ImageInfo, ImageStore, NameRow
+from index.schema import NameRow
+from index.store import ImageInfo, ImageStore
 from index.vectors import VectorIndex
 
 LEVELS = ("exact", "near", "similar")

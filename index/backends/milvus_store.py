@@ -23,7 +23,8 @@ from sqlalchemy import select
 
 from index.config import Settings
 from index.errors import BackendUnavailable
-from index.store import ImageStore, LabelRow
+from index.schema import LabelRow
+from index.store import ImageStore
 from index.vectors import EF_CONSTRUCTION, IndexMeta
 
 log = logging.getLogger(__name__)

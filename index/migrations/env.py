@@ -9,7 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from index.store import Base
+from index.schema import Base
 
 target_metadata = Base.metadata
 

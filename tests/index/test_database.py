@@ -13,7 +13,8 @@ from sqlalchemy import create_engine, inspect
 
 from index.blobs import FsspecBlobs
 from index.errors import BackendUnavailable
-from index.store import Base, ImageStore
+from index.schema import Base
+from index.store import ImageStore
 from tests.app.server import running_server
 from tests.conftest import IMAGES_DIR, fresh_postgres_database
 from tests.index.test_store import new_image
