@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 SQLITE_FILE = "imgsim.sqlite3"
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 INITIAL_REVISION = "0001"
+# The newest migration in `index/migrations/versions` (a test checks the two agree): a database already there
+# is opened without loading Alembic at all.
+HEAD_REVISION = "0002"
 SUPPORTED_DIALECTS = ("sqlite", "postgresql")
 
 
@@ -86,6 +89,8 @@ def migrate(engine: Engine) -> None:
     Raises:
         DatabaseError: the database cannot be read or written (the caller names the file).
     """
+    if current_revision(engine) == HEAD_REVISION:
+        return
     from alembic import command
     from alembic.config import Config
 
@@ -101,3 +106,15 @@ def migrate(engine: Engine) -> None:
             log.info("stamping a database made before migrations with revision %s", INITIAL_REVISION)
             command.stamp(config, INITIAL_REVISION)
         command.upgrade(config, "head")
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The database's migration revision; None for a new database or one made before migrations.
+
+    Raises:
+        DatabaseError: the file or server is not a database this can read.
+    """
+    with engine.connect() as conn:
+        if "alembic_version" not in inspect(conn).get_table_names():
+            return None
+        return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()

@@ -4,20 +4,27 @@ bad URLs, kept bytes behind an fsspec URL, and two replicas storing the same byt
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import httpx
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 
 from index.blobs import FsspecBlobs
+from index.database import HEAD_REVISION, MIGRATIONS_DIR
 from index.errors import BackendUnavailable
 from index.schema import Base
 from index.store import ImageStore
 from tests.app.server import running_server
 from tests.conftest import IMAGES_DIR, fresh_postgres_database
 from tests.index.test_store import new_image
+
+INITIAL_TABLES = {"images", "image_names", "image_labels", "meta"}
 
 
 def alembic_version(url: str) -> str:
@@ -36,7 +43,7 @@ def test_a_new_database_gets_every_table_from_the_migrations(tmp_path: Path, kin
     try:
         tables = set(inspect(store.engine).get_table_names())
         assert {t.name for t in Base.metadata.sorted_tables} | {"alembic_version"} <= tables
-        assert alembic_version(str(store.engine.url.render_as_string(hide_password=False))) == "0001"
+        assert alembic_version(str(store.engine.url.render_as_string(hide_password=False))) == HEAD_REVISION
         store.insert([new_image(1)], "m", "w")
         assert store.count() == 1
     finally:
@@ -47,26 +54,68 @@ def test_a_sqlite_database_made_before_migrations_is_stamped_and_keeps_its_rows(
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     db_path = data_dir / "imgsim.sqlite3"
-    # The schema as the store created it before migrations existed.
+    # The schema as the store created it before migrations existed: revision 0001's tables.
     legacy = create_engine(f"sqlite:///{db_path}")
-    Base.metadata.create_all(legacy)
+    Base.metadata.create_all(legacy, tables=[t for t in Base.metadata.sorted_tables if t.name in INITIAL_TABLES])
     legacy.dispose()
     store = ImageStore(data_dir)
     image_id = store.insert([new_image(1, "kept.png")], "m", "w")[f"{1:064x}"][0]
     store.close()
     db = sqlite3.connect(db_path)
-    db.execute("DELETE FROM alembic_version")  # as if it had never been stamped
+    db.execute("DELETE FROM alembic_version")  # as if it had never been stamped, nor migrated past 0001
     db.commit()
     db.execute("DROP TABLE alembic_version")
+    db.execute("DROP TABLE seen_files")
     db.close()
 
     reopened = ImageStore(data_dir)
     try:
         info = reopened.get(image_id)
         assert info is not None and info.names == ["kept.png"]
-        assert alembic_version(f"sqlite:///{db_path}") == "0001"
+        assert alembic_version(f"sqlite:///{db_path}") == HEAD_REVISION
     finally:
         reopened.close()
+
+
+def test_the_newest_revision_the_store_knows_is_the_newest_migration() -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
+
+
+def test_a_database_at_revision_0001_is_upgraded_and_keeps_its_rows(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    store = ImageStore(data_dir)
+    image_id = store.insert([new_image(1, "kept.png")], "m", "w")[f"{1:064x}"][0]
+    store.close()
+    db = sqlite3.connect(data_dir / "imgsim.sqlite3")
+    db.execute("DROP TABLE seen_files")
+    db.execute("DROP INDEX ix_images_id")
+    db.execute("UPDATE alembic_version SET version_num = '0001'")
+    db.commit()
+    db.close()
+
+    reopened = ImageStore(data_dir)
+    try:
+        tables = set(inspect(reopened.engine).get_table_names())
+        assert "seen_files" in tables
+        assert "ix_images_id" in {i["name"] for i in inspect(reopened.engine).get_indexes("images")}
+        assert alembic_version(f"sqlite:///{data_dir / 'imgsim.sqlite3'}") == HEAD_REVISION
+        info = reopened.get(image_id)
+        assert info is not None and info.names == ["kept.png"]
+    finally:
+        reopened.close()
+
+
+def test_a_database_already_up_to_date_is_opened_without_loading_alembic(tmp_path: Path) -> None:
+    ImageStore(tmp_path / "data").close()
+    script = (
+        "import sys; from pathlib import Path; from index.store import ImageStore; "
+        f"ImageStore(Path({str(tmp_path / 'data')!r})).close(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 @pytest.mark.parametrize(

@@ -203,13 +203,3 @@ def test_listing_filters_by_predicted_class_and_by_part_of_a_name(store: ImageSt
     assert [i.names[0] for i in store.list_images(0, 10, name="%_")] == ["100%_cat.png"]
     assert [i.names[0] for i in store.list_images(1, 1, name="cat")] == ["cat_two.png"]
     assert store.count_images(name="nothing") == 0 and store.list_images(0, 10, name="nothing") == []
-
-
-def test_an_index_missing_from_an_older_database_is_made_on_open(tmp_path: Path) -> None:
-    ImageStore(tmp_path / "data").close()
-    with sqlite3.connect(tmp_path / "data" / "imgsim.sqlite3") as db:
-        db.execute("DROP INDEX ix_images_id")
-    ImageStore(tmp_path / "data").close()
-    with sqlite3.connect(tmp_path / "data" / "imgsim.sqlite3") as db:
-        names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert "ix_images_id" in names
