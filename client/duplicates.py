@@ -118,7 +118,7 @@ def find_duplicates(args: argparse.Namespace) -> tuple[float, list[FileGroup]]:
         index.duplicates.space.resolve(args.level, args.threshold)  # bad input fails before any work
         show = not args.quiet and len(files) >= PROGRESS_MIN_IMAGES
         with tqdm(total=len(files), unit="img", disable=not show) as bar:
-            results = index.ingest([ImageSource.from_path(f) for f in files], progress=bar.update)
+            results = index.ingest(ImageSource.from_paths(files), progress=bar.update)
         for r in results:
             if r.status == "error":
                 print(f"skipped {r.name}: {r.error}", file=sys.stderr)

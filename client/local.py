@@ -11,27 +11,25 @@ from client.report import RankedImage, RankReport
 from index.config import Settings
 from index.errors import InvalidArgument
 from index.ingest import list_image_files
-from index.pipeline import ImageSource
+from index.pipeline import ImageSource, resolved_paths
 from index.search import resolve_label
 from index.service import ImageIndex
 
 PROGRESS_MIN_IMAGES = 50
 
 
-def reference_in_folder(folder: Path, ref: Path, recursive: bool = False) -> Path:
-    """The reference file: one of the folder's images (a bare name is looked up in the folder first), or any
-    image file elsewhere, which is then indexed along with the folder.
+def reference_in_folder(folder: Path, ref: Path, files: list[Path]) -> Path:
+    """The reference file: one of the folder's image `files` (a bare name is looked up in the folder first),
+    or any image file elsewhere, which is then indexed along with the folder.
 
     Raises:
         InvalidArgument: no such file.
     """
-    files = list_image_files(folder, recursive)
     candidates = [folder / ref, ref] if ref.parent == Path() else [ref]
+    resolved = dict(zip(resolved_paths(files), files, strict=True))
     for candidate in candidates:
-        resolved = candidate.resolve()
-        for f in files:
-            if f.resolve() == resolved:
-                return f
+        if (found := resolved.get(candidate.resolve())) is not None:
+            return found
     for candidate in candidates:
         if candidate.is_file():
             return candidate
@@ -66,35 +64,34 @@ def rank_folder_local(
         InvalidArgument, ModelMismatch, UnknownModel, WeightsNotFound, ImageDecodeError.
     """
     started = time.perf_counter()
-    ref_file = reference_in_folder(folder, ref, recursive)
     files = list_image_files(folder, recursive)
-    inside = any(f.resolve() == ref_file.resolve() for f in files)
+    ref_file = reference_in_folder(folder, ref, files)
+    sources = ImageSource.from_paths(files)
+    ref_source = ImageSource.from_path(ref_file)
+    if ref_source.path not in {s.path for s in sources}:
+        sources.append(ref_source)
     if label:
         resolve_label(label)  # an unknown class fails before any work
     with ImageIndex(settings) as index:
         bar = tqdm(total=len(files), unit="img", disable=not show_progress or len(files) < PROGRESS_MIN_IMAGES)
         with bar:
-            sources = [ImageSource.from_path(f) for f in files]
-            results = index.ingest(
-                sources if inside else [*sources, ImageSource.from_path(ref_file)], progress=bar.update
-            )
-        ids = {Path(r.path): r.id for r in results if r.id is not None}
+            results = index.ingest(sources, progress=bar.update)
+        stored = {r.path: r for r in results if r.id is not None}
         skipped = [(r.name, str(r.error)) for r in results if r.status == "error"]
-        ref_id = ids.get(ref_file.resolve())
-        if ref_id is None:
+        ref_result = stored.get(ref_source.path)
+        if ref_result is None or ref_result.id is None:
             why = next((w for n, w in skipped if n == ref_file.name), "could not be indexed")
             raise InvalidArgument(f"reference image {ref_file.name}: {why}")
-        scores = dict(index.rank(ref_id, list(ids.values()), metric))
-        infos = index.store.get_many(list(set(ids.values())))
-        rows = [
-            RankedImage(shown_name(path, folder, recursive), scores[image_id], infos[image_id].predictions, str(path))
-            for path, image_id in ids.items()
-            if path != ref_file.resolve()
-        ]
+        scores = dict(index.rank(ref_result.id, [r.id for r in stored.values() if r.id is not None], metric))
+    rows = [
+        RankedImage(shown_name(Path(path), folder, recursive), scores[r.id], r.predictions, path)
+        for path, r in stored.items()
+        if path != ref_source.path and r.id is not None
+    ]
     rows = keep_label(rows, label)
     rows.sort(key=lambda r: (r.score if metric == "euclidean" else -r.score, r.file))
     return RankReport(
-        reference_predictions=infos[ref_id].predictions,
+        reference_predictions=ref_result.predictions,
         reference_path=str(ref_file),
         reference=ref_file.name,
         metric=metric,

@@ -129,10 +129,9 @@ def rank_folder_remote(
         ApiError: the API is unreachable or fails.
     """
     started = time.perf_counter()
-    ref_file = reference_in_folder(folder, ref, recursive)
     folder_files = list_image_files(folder, recursive)
-    inside = any(f.resolve() == ref_file.resolve() for f in folder_files)
-    files = folder_files if inside else [*folder_files, ref_file]
+    ref_file = reference_in_folder(folder, ref, folder_files)
+    files = folder_files if ref_file in folder_files else [*folder_files, ref_file]
     if label:
         resolve_label(label)  # an unknown class fails before any upload
     outcomes: dict[Path, dict[str, Any] | str] = {}

@@ -22,6 +22,7 @@ from index.embedder import Embedder
 from index.errors import ImgsimError, InvalidArgument
 from index.pipeline import EmbeddedImage, ImageSource, ReadImage, embed_read, read_sources
 from index.registry import Prediction
+from index.seen_files import FileStat, rememberable
 from index.store import ImageStore, NewImage
 
 # Sources read, hashed and decoded per step of a large ingest (bytes of about 100 MB of typical photos).
@@ -114,16 +115,15 @@ class Ingestor:
     def _ingest_chunk(
         self, sources: Sequence[ImageSource], *, strict: bool, progress: Callable[[int], None] | None
     ) -> list[IngestResult]:
-        read = read_sources(sources, self.workers)
+        stats = {s.path: FileStat.of(s.path) for s in sources if s.data is None and s.path}
+        read, known = self._read(sources, stats)
         if strict:
             raise_first([(item, item.error) for item in read if item.error is not None], read)
         by_sha: dict[str, IngestResult] = {}  # outcome per content, for every duplicate of it
-        known = self.store.ids_by_sha(r.sha256 for r in read if r.error is None)
         if known:
-            infos = self.store.get_many(list(set(known.values())))
+            predictions = self.store.predictions_of(list(known.values()))
             for sha, image_id in known.items():
-                preds = infos[image_id].predictions if image_id in infos else []
-                by_sha[sha] = IngestResult("", "", "exists", image_id, sha, preds)
+                by_sha[sha] = IngestResult("", "", "exists", image_id, sha, predictions.get(image_id, []))
         new: dict[str, ReadImage] = {}
         for item in read:
             if item.error is None and item.sha256 not in known:
@@ -157,7 +157,39 @@ class Ingestor:
             by_sha.update((r.sha256 or "", r) for r in self._store_batch(batch))
             if progress:
                 progress(len(batch))
-        return self._finish_results(read, by_sha)
+        results = self._finish_results(read, by_sha)
+        self._remember_files(read, results, stats)
+        return results
+
+    def _read(
+        self, sources: Sequence[ImageSource], stats: dict[str, FileStat | None]
+    ) -> tuple[list[ReadImage], dict[str, int]]:
+        """Every source read and hashed, except stored files unchanged since they were last read (their bytes
+        are left unread: only their recorded hash is needed); and the ids of the stored content among them.
+        """
+        seen = self.store.seen_files(list(stats))
+        vouched = {path: sha for path, (stat, sha) in seen.items() if stat == stats[path]}
+        known = self.store.ids_by_sha(vouched.values())
+        skip = {path: sha for path, sha in vouched.items() if sha in known}
+        todo = [s for s in sources if s.path not in skip or s.data is not None]
+        fresh = iter(read_sources(todo, self.workers))
+        read = [
+            ReadImage(s, b"", skip[s.path], vouched=True) if s.data is None and s.path in skip else next(fresh)
+            for s in sources
+        ]
+        known.update(self.store.ids_by_sha(r.sha256 for r in read if r.error is None and r.sha256 not in known))
+        return read, known
+
+    def _remember_files(
+        self, read: Sequence[ReadImage], results: Sequence[IngestResult], stats: dict[str, FileStat | None]
+    ) -> None:
+        """Record the stat and hash of every stored file read just now, so an unchanged one is not read again."""
+        files = []
+        for item, result in zip(read, results, strict=True):
+            stat = stats.get(item.source.path)
+            if stat is not None and not item.vouched and result.id is not None and rememberable(item.source.path, stat):
+                files.append((item.source.path, stat, item.sha256))
+        self.store.remember_files(files)
 
     def _finish_results(self, read: Sequence[ReadImage], by_sha: dict[str, IngestResult]) -> list[IngestResult]:
         """One result per source; names of sources whose content was already stored are recorded."""

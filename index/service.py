@@ -246,7 +246,7 @@ class ImageIndex:
         Raises:
             InvalidArgument: `folder` is not a directory.
         """
-        return self.ingest([ImageSource.from_path(p) for p in list_image_files(folder)], progress=progress)
+        return self.ingest(ImageSource.from_paths(list_image_files(folder)), progress=progress)
 
     def embed(self, sources: Sequence[ImageSource]) -> list[tuple[str, NDArray[np.float32], list[Prediction]]]:
         """(sha256, embedding, predictions) per source, in order; nothing is stored."""
