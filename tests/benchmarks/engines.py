@@ -286,7 +286,9 @@ def bench_cli(folder: Path, work: Path) -> list[Row]:
         seconds[engine] = run_process(
             [*cli, "--data_dir", str(work / f"cli-{engine}")], {**env, "IMGSIM_ENGINE": engine}
         )
-    seconds["cached"] = run_process([*cli, "--data_dir", str(work / "cli-auto")], env)
+    # The cached re-run is short, so one scheduling hiccup shows: the median of five.
+    reruns = sorted(run_process([*cli, "--data_dir", str(work / "cli-auto")], env) for _ in range(5))
+    seconds["cached"] = reruns[len(reruns) // 2]
     # The one-off export on an empty model cache (first run of the quick start), with 10 photos.
     small = work / "small"
     small.mkdir()
@@ -305,7 +307,7 @@ def bench_cli(folder: Path, work: Path) -> list[Row]:
         rows.append({"run": f"CLI cold, engine {engine}", "images": n, "seconds": s, "vs naive": naive_s / s})
     rows.append(
         {
-            "run": "CLI cached re-run (auto)",
+            "run": "CLI cached re-run (auto, median of 5)",
             "images": n,
             "seconds": seconds["cached"],
             "vs cold": seconds["cached"] / cold,

@@ -2,6 +2,7 @@
 disk per vector for FAISS (flat, HNSW) and Milvus (milvus-lite, flat). Prints tables, writes JSON. Not a test.
 
   .venv/bin/python -m tests.benchmarks.scale --images 300 --sizes 20000,100000
+  .venv/bin/python -m tests.benchmarks.scale --only search --sizes 1000000 --faiss_kinds hnsw --queries 20
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psutil
+from numpy.typing import NDArray
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT.parent / "shared" / "datasets" / "imagenet-sample"
@@ -114,26 +116,52 @@ def _latencies(search: Any, queries: np.ndarray) -> tuple[float, float]:
     return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 95) * 1e3)
 
 
-def bench_search(sizes: Sequence[int], queries: int, work: Path, kinds: Sequence[str]) -> list[dict[str, Any]]:
+CHUNK = 10_000
+
+
+def vector_chunks(n: int, seed: int = 0) -> Iterator[tuple[NDArray[np.int64], NDArray[np.float32]]]:
+    """n random unit vectors with ids 1..n, CHUNK at a time, the same on every call (a million 2280-d vectors
+    are 9 GB: each backend gets its own pass, so only the backend under test holds them)."""
+    for start in range(0, n, CHUNK):
+        rng = np.random.default_rng([seed, start])
+        vectors = rng.standard_normal((min(CHUNK, n - start), DIM), dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        yield np.arange(start + 1, start + 1 + len(vectors), dtype=np.int64), vectors
+
+
+def query_vectors(n: int, queries: int) -> NDArray[np.float32]:
+    """Stored vectors, slightly moved: each query has one near neighbour."""
+    wanted = np.sort(np.random.default_rng(1).choice(n, queries, replace=False)) + 1
+    picked = [v[np.isin(ids, wanted)] for ids, v in vector_chunks(n) if np.isin(ids, wanted).any()]
+    return np.concatenate(picked) + 0.01
+
+
+def _added(add: Any, n: int, label: str) -> float:
+    """Seconds to add n vectors through `add(ids, vectors)`, with progress every 100k."""
+    start = time.perf_counter()
+    for ids, vectors in vector_chunks(n):
+        add(ids, vectors)
+        if ids[-1] % 100_000 == 0 and n >= 200_000:
+            took = time.perf_counter() - start
+            print(f"  {label}: {ids[-1]} vectors in {took:.0f} s ({ids[-1] / took:.0f}/s)", flush=True)
+    return time.perf_counter() - start
+
+
+def bench_search(
+    sizes: Sequence[int], queries: int, work: Path, kinds: Sequence[str], milvus: bool = True
+) -> list[dict[str, Any]]:
     from index.backends.milvus_store import MilvusVectorStore
     from index.config import Settings
     from index.store import ImageStore
     from index.vectors import IndexMeta, VectorIndex
 
-    rng = np.random.default_rng(0)
     results = []
     for n in sizes:
-        vectors = rng.standard_normal((n, DIM), dtype=np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        ids = np.arange(1, n + 1, dtype=np.int64)
-        qs = vectors[rng.integers(0, n, queries)] + 0.01
+        qs = query_vectors(n, queries)
         for kind in kinds:
             before = psutil.Process().memory_info().rss
-            start = time.perf_counter()
             index = VectorIndex(IndexMeta("bench", DIM, kind))
-            for s in range(0, n, 10_000):
-                index.add(ids[s : s + 10_000], vectors[s : s + 10_000])
-            build = time.perf_counter() - start
+            build = _added(index.add, n, f"faiss {kind}")
             grown = psutil.Process().memory_info().rss - before
             path = work / f"faiss-{kind}-{n}.index"
             index.save(path)
@@ -142,22 +170,23 @@ def bench_search(sizes: Sequence[int], queries: int, work: Path, kinds: Sequence
             print(json.dumps(results[-1]), flush=True)
             del index
             path.unlink()
+        if not milvus:
+            continue
         data_dir = work / f"milvus-{n}"
         settings = Settings(data_dir=data_dir, vector_store="milvus", milvus_uri=str(data_dir / "milvus.db"))
         store = ImageStore(data_dir)
         # milvus-lite runs in this process (older releases in a child): count both.
         children_before = _rss_with_children()
         start = time.perf_counter()
-        milvus = MilvusVectorStore(settings, store, IndexMeta("bench", DIM, "flat"))
-        for s in range(0, n, 10_000):
-            milvus.add(ids[s : s + 10_000], vectors[s : s + 10_000])
-        milvus.save()
+        collection = MilvusVectorStore(settings, store, IndexMeta("bench", DIM, "flat"))
+        _added(collection.add, n, "milvus-lite")
+        collection.save()
         build = time.perf_counter() - start
-        p50, p95 = _latencies(lambda q, milvus=milvus: milvus.search(q, 10), qs)
+        p50, p95 = _latencies(lambda q, collection=collection: collection.search(q, 10), qs)
         children = _rss_with_children() - children_before
         results.append(_row("milvus-lite flat", n, build, p50, p95, children, tree_bytes(data_dir / "milvus.db")))
         print(json.dumps(results[-1]), flush=True)
-        milvus.close()
+        collection.close()
         store.close()
         shutil.rmtree(data_dir)
     return results
@@ -187,7 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", default="1,2", help="model workers to compare")
     p.add_argument("--sizes", default="20000", help="vector counts for the search part")
     p.add_argument("--queries", type=int, default=100)
-    p.add_argument("--faiss_kinds", default="flat,hnsw", help="FAISS index kinds to compare with Milvus")
+    p.add_argument("--faiss_kinds", default="flat,hnsw", help="FAISS index kinds to compare with Milvus ('' for none)")
+    p.add_argument("--no_milvus", action="store_true", help="FAISS only")
     p.add_argument("--only", default="ingest,search")
     p.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = p.parse_args(argv)
@@ -204,7 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print_table("Ray batch ingest", list(rows[0]), [list(r.values()) for r in rows])
         if "search" in args.only:
             sizes = [int(s) for s in args.sizes.split(",")]
-            rows = bench_search(sizes, args.queries, work, args.faiss_kinds.split(","))
+            kinds = [k for k in args.faiss_kinds.split(",") if k]
+            rows = bench_search(sizes, args.queries, work, kinds, milvus=not args.no_milvus)
             results["search"] = rows
             print_table(f"Search, k=10, dim {DIM}", list(rows[0]), [list(r.values()) for r in rows])
     args.out.mkdir(parents=True, exist_ok=True)
