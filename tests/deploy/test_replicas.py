@@ -1,0 +1,136 @@
+"""The deployment in `deploy/` without a container engine: two real API replicas sharing PostgreSQL, one Milvus
+server (milvus-lite's gRPC server standing in for Milvus standalone) and one blob directory, behind nginx with
+the shipped `deploy/nginx.conf`. What one replica writes, the other serves at once."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.app.server import free_port, running_server
+from tests.conftest import IMAGES_DIR, REPO_ROOT, encode_image, fresh_postgres_database
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+SAMPLE = sorted(p for p in IMAGES_DIR.iterdir() if p.suffix in {".jpg", ".png"})
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(NGINX).is_file(), reason="nginx is not installed (apt-get install nginx)"),
+]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"port {port} not open after {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def process(command: list[str], log: Path, port: int) -> Iterator[None]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc, log)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def milvus_server(folder: Path) -> tuple[list[str], int]:
+    port = free_port()
+    command = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(folder)]
+    return [*command, "--host", "127.0.0.1", "--port", str(port)], port
+
+
+def nginx_server(folder: Path, replicas: list[str]) -> tuple[list[str], int]:
+    """nginx running deploy/nginx.conf, its upstream pointed at the replicas and its port at a free one."""
+    port = free_port()
+    site = (REPO_ROOT / "deploy" / "nginx.conf").read_text()
+    for n, url in enumerate(replicas, start=1):
+        site, found = re.subn(rf"server imgsim-{n}:8080", f"server {url.removeprefix('http://')}", site)
+        assert found == 1, f"deploy/nginx.conf no longer names imgsim-{n}:8080"
+    site, found = re.subn(r"listen 80;", f"listen 127.0.0.1:{port};", site)
+    assert found == 1
+    (folder / "site.conf").write_text(site)
+    (folder / "nginx.conf").write_text(
+        # The compose file runs this site in nginx's image; here, a minimal main configuration around it.
+        ("user root;\n" if os.geteuid() == 0 else "")
+        + f"daemon off;\npid {folder / 'nginx.pid'};\nerror_log {folder / 'error.log'};\nevents {{}}\n"
+        + f"http {{\n  access_log off;\n  client_body_temp_path {folder / 'body'};\n"
+        + f"  proxy_temp_path {folder / 'proxy'};\n  include {folder / 'site.conf'};\n}}\n"
+    )
+    return [NGINX, "-p", str(folder), "-c", str(folder / "nginx.conf"), "-e", str(folder / "error.log")], port
+
+
+def search(url: str, ref: str, k: int = 5) -> list[tuple[int, float]]:
+    response = httpx.get(f"{url}/search", params={"ref": ref, "k": k}, timeout=60)
+    assert response.status_code == 200, response.text
+    return [(hit["id"], round(hit["score"], 5)) for hit in response.json()["results"]]
+
+
+def test_two_replicas_behind_nginx_share_every_write(tmp_path: Path) -> None:
+    milvus_cmd, milvus_port = milvus_server(tmp_path / "milvus")
+    env = {
+        "IMGSIM_DATABASE_URL": fresh_postgres_database(),
+        "IMGSIM_VECTOR_STORE": "milvus",
+        "IMGSIM_MILVUS_URI": f"http://127.0.0.1:{milvus_port}",
+        "IMGSIM_BLOB_URL": f"file://{tmp_path / 'blobs'}",
+    }
+    (tmp_path / "nginx").mkdir()
+    with ExitStack() as stack:
+        stack.enter_context(process(milvus_cmd, tmp_path / "milvus.log", milvus_port))
+        first = stack.enter_context(running_server(tmp_path / "a", tmp_path / "a.log", **env))
+        second = stack.enter_context(running_server(tmp_path / "b", tmp_path / "b.log", **env))
+        nginx_cmd, nginx_port = nginx_server(tmp_path / "nginx", [first, second])
+        stack.enter_context(process(nginx_cmd, tmp_path / "nginx" / "error.log", nginx_port))
+        balanced = f"http://127.0.0.1:{nginx_port}"
+
+        files = [("files", (p.name, p.read_bytes())) for p in SAMPLE]
+        ingested = httpx.post(f"{balanced}/ingest", files=files, timeout=300)
+        assert ingested.status_code == 200, ingested.text
+        assert {r["status"] for r in ingested.json()["results"]} == {"added"}
+
+        # Every replica answers every read the same, directly and through the load balancer.
+        expected = search(first, "cat.png")
+        assert len(expected) == 5
+        assert search(second, "cat.png") == expected
+        assert all(search(balanced, "cat.png") == expected for _ in range(6))
+        assert httpx.get(f"{first}/stats").json()["count"] == httpx.get(f"{second}/stats").json()["count"]
+
+        # A delete on one replica is gone from the other's searches and listings.
+        victim = expected[0][0]
+        assert httpx.delete(f"{second}/images/{victim}").status_code == 200
+        assert victim not in [i for i, _ in search(first, "cat.png")]
+        assert httpx.get(f"{first}/images/{victim}").status_code == 404
+
+        # An image added through one replica is found by the other.
+        new = encode_image("PNG", (96, 80), seed=42)
+        added = httpx.post(f"{first}/ingest", files=[("files", ("new.png", new))], timeout=60).json()["results"][0]
+        assert added["status"] == "added"
+        found = httpx.post(f"{second}/search", files={"file": ("q.png", new)}, params={"k": 1}, timeout=60)
+        assert found.status_code == 200, found.text
+        assert found.json()["results"][0]["id"] == added["id"]
+        assert httpx.get(f"{second}/images/{added['id']}/content").content == new
