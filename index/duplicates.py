@@ -330,6 +330,10 @@ class DuplicateFinder:
         members += [DuplicateMember(infos[i], float(s)) for i, s in ranked if i in infos]
         return DuplicateReport(t, [DuplicateGroup(image_id, members)] if members else [])
 
-    def _fingerprint(self) -> tuple[int, str]:
+    def _fingerprint(self) -> tuple[int, str, tuple[int, int]]:
+        """What the answer depends on: the stored ids, and the names (a copy stored under a new name adds no
+        vector, yet makes a group of exact copies). Names are only ever added, or removed with their image."""
         ids = self.vectors.ids()
-        return len(ids), hashlib.blake2b(ids.tobytes(), digest_size=16).hexdigest()
+        with self.store.session() as s:
+            count, last = s.execute(select(func.count(NameRow.id), func.coalesce(func.max(NameRow.id), 0))).one()
+        return len(ids), hashlib.blake2b(ids.tobytes(), digest_size=16).hexdigest(), (int(count), int(last))

@@ -127,6 +127,19 @@ def test_exact_byte_copies_under_two_names_are_a_group(settings: Settings, embed
     assert group.size == 2 and [m.image.names for m in group.members] == [["coins.jpg", "coins copy.jpg"]]
 
 
+def test_a_copy_stored_under_a_new_name_shows_in_the_next_grouping(
+    settings: Settings, embedder: CountingEmbedder
+) -> None:
+    data = (IMAGES_DIR / "coins.jpg").read_bytes()
+    with ImageIndex(settings, embedder) as index:
+        rocket = (IMAGES_DIR / "rocket.jpg").read_bytes()
+        index.ingest([ImageSource(name="coins.jpg", data=data), ImageSource(name="rocket.jpg", data=rocket)])
+        assert index.duplicate_groups(level="exact").groups == []
+        index.ingest([ImageSource(name="coins again.jpg", data=data)])  # no new vector, one new name
+        (group,) = index.duplicate_groups(level="exact").groups
+    assert group.members[0].image.names == ["coins.jpg", "coins again.jpg"]
+
+
 def test_an_empty_index_has_no_groups(settings: Settings, embedder: CountingEmbedder) -> None:
     with ImageIndex(settings, embedder) as index:
         assert index.duplicate_groups().groups == []
