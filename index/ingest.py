@@ -1,5 +1,8 @@
 """Ingest: read and hash sources, decode and embed only new content, store each batch in SQLite and FAISS.
 
+Files unchanged since they were last read are not read again: their stat vouches for their stored hash
+(see `index.seen_files`).
+
 A pipeline of stages (read/hash -> decode -> embed -> write) that `index.pipeline` overlaps; this module
 decides what is new, keeps results in the order of the sources, and writes under the index's one lock.
 """
