@@ -15,9 +15,15 @@ from index.config import Settings
 from index.pipeline import ImageSource, ReadImage
 from index.seen_files import FileStat
 from index.service import ImageIndex
-from tests.conftest import CountingEmbedder, ImageFactory
+from tests.conftest import BACKENDS, CountingEmbedder, ImageFactory
 
 SECOND = 1_000_000_000
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Remembering files is the metadata store's: every test here runs on SQLite and on PostgreSQL."""
+    return str(request.param)
 
 
 @pytest.fixture
