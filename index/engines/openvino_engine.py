@@ -6,16 +6,12 @@ import logging
 import threading
 from typing import Any
 
-import numpy as np
-
 from index.engines.base import EngineOutput, cpu_has_native_bf16
-from index.engines.export import INPUT_NAME, OUTPUT_NAMES
+from index.engines.export import OUTPUT_NAMES
 from index.engines.exported import ExportedEngine
 
 log = logging.getLogger(__name__)
 
-# A batch is split across throughput streams only when each share has at least this many images.
-SPLIT_MIN_PER_STREAM = 4
 # OpenVINO's own names for the precision of the layers it does not run in int8.
 _HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
@@ -28,10 +24,6 @@ class OpenVinoEngine(ExportedEngine):
         super().__init__(*args, **kwargs)
         self._compiled: Any = None
         self._request: Any = None
-        self._streams: list[Any] = []  # requests of the throughput compilation, made on the first large batch
-        self.split_min_per_stream = SPLIT_MIN_PER_STREAM
-        self._core: Any = None
-        self._config: dict[str, str] = {}
         self._lock = threading.Lock()
 
     @staticmethod
@@ -52,44 +44,22 @@ class OpenVinoEngine(ExportedEngine):
         core = ov.Core()
         # OpenVINO keeps the compiled network beside the export: the next start skips compilation.
         core.set_property({"CACHE_DIR": str(self.settings.model_cache_dir / "openvino")})
-        self._core, self._config = core, {"INFERENCE_PRECISION_HINT": _HINTS[self.resolved_precision]}
-        # Small batches (an API request's image) run as one request on every core.
-        self._compiled = core.compile_model(str(path), "CPU", {**self._config, "PERFORMANCE_HINT": "LATENCY"})
+        config = {
+            "INFERENCE_PRECISION_HINT": _HINTS[self.resolved_precision],
+            # One request at a time, using every core: batches come one after another from the pipeline
+            # or the micro-batcher.
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        self._compiled = core.compile_model(str(path), "CPU", config)
         self._request = self._compiled.create_infer_request()
         widths = [self._compiled.output(name).get_partial_shape()[1].get_length() for name in OUTPUT_NAMES]
         self._set_widths(int(widths[0]), int(widths[1]))
         log.info("loaded %s from %s (openvino %s, %s)", self.spec.name, path, ov.get_version(), self.dtype)
 
-    def _stream_requests(self) -> list[Any]:
-        """One request per stream of OpenVINO's throughput compilation (its choice: a stream per core or two).
-
-        A stream runs its share of a batch on its own cores, with no barrier between cores at each layer: on 2
-        cores, two streams of 16 images ran 1.2 to 1.9 times as many images a second as one request of 32
-        using both (`tests/benchmarks/engines.py --only forward`, `streams` rows)."""
-        if not self._streams:
-            compiled = self._core.compile_model(
-                str(self.model_path()), "CPU", {**self._config, "PERFORMANCE_HINT": "THROUGHPUT"}
-            )
-            count = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-            self._streams = [compiled.create_infer_request() for _ in range(max(1, count))]
-        return self._streams
-
     def _run(self, crops: Any) -> EngineOutput:
-        feed = self._feed(crops)[INPUT_NAME]
         # One infer request is not safe to share between threads; the callers are serialised here.
         with self._lock:
-            per_stream = self.split_min_per_stream
-            streams = self._stream_requests() if len(feed) >= per_stream * 2 else []
-            if len(streams) < 2:
-                result = self._request.infer({INPUT_NAME: feed})
-                embeddings, probabilities = (result[name].copy() for name in OUTPUT_NAMES)
-                return self._checked_output(embeddings, probabilities)
-            parts = [p for p in np.array_split(feed, min(len(streams), len(feed) // per_stream)) if len(p)]
-            for request, part in zip(streams, parts, strict=False):
-                request.start_async({INPUT_NAME: part})
-            outputs: list[list[Any]] = [[], []]
-            for request, _part in zip(streams, parts, strict=False):
-                request.wait()
-                for n, name in enumerate(OUTPUT_NAMES):
-                    outputs[n].append(request.get_tensor(name).data.copy())
-        return self._checked_output(np.concatenate(outputs[0]), np.concatenate(outputs[1]))
+            result = self._request.infer(self._feed(crops))
+            embeddings = result[self._compiled.output(OUTPUT_NAMES[0])].copy()
+            probabilities = result[self._compiled.output(OUTPUT_NAMES[1])].copy()
+        return self._checked_output(embeddings, probabilities)

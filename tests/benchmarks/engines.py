@@ -140,11 +140,6 @@ def name_of(engine: str, precision: str) -> str:
 
 def bench_forward(files: list[Path], work: Path, batch: int, rounds: int) -> list[Row]:
     embedders = {name_of(e, p): embedder_for(e, p, work) for e, p in variants()}
-    for name in [n for n in embedders if n.startswith("openvino")]:
-        # The same compiled model without the split across streams: one request on every core.
-        single = embedder_for("openvino", name.split()[1], work)
-        single.engine.split_min_per_stream = 10**9
-        embedders[f"{name} one request"] = single
     crops = decode_all(files[: batch * 2], next(iter(embedders.values())))
     for e in embedders.values():
         e.forward(crops[:batch])  # warm-up: kernels built for this batch shape

@@ -61,25 +61,6 @@ def test_each_exported_engine_in_fp32_gives_torch_fp32s_vectors_and_classes(
     np.testing.assert_allclose(scores, [[p.score for p in w] for w in want.predictions], atol=1e-3)
 
 
-@pytest.mark.skipif("openvino" not in EXPORTED, reason="openvino is not installed")
-@pytest.mark.parametrize("precision", ["fp32", "auto"])
-def test_openvino_splits_a_large_batch_across_streams_and_gives_what_single_requests_give(
-    precision: str, agreement_photos: list[Path]
-) -> None:
-    from index.engines import openvino_engine
-
-    embedder = Embedder(Settings(engine="openvino", precision=precision)).load()
-    crops = crops_of(embedder, agreement_photos[:32])
-    whole = embedder.forward(crops)  # split across the throughput streams
-    assert len(embedder.engine._streams) >= 1  # type: ignore[attr-defined]
-    assert len(crops) >= 2 * openvino_engine.SPLIT_MIN_PER_STREAM
-    one_by_one = [embedder.forward(crops[i : i + 1]) for i in range(len(crops))]  # the latency request
-    singles = np.concatenate([r.embeddings for r in one_by_one])
-    tolerance = 1e-3 if precision == "auto" else 1e-5  # bf16 where native: batches may round differently
-    np.testing.assert_allclose(np.sum(whole.embeddings * singles, axis=1), 1.0, atol=tolerance)
-    assert [p[0].class_index for p in whole.predictions] == [r.predictions[0][0].class_index for r in one_by_one]
-
-
 def test_auto_picks_the_fastest_installed_engine_for_the_cpu() -> None:
     expected = next(name for name in PREFERENCE["cpu"] if name in installed_engines())
     assert choose_engine(Settings(device="cpu")) == expected
