@@ -9,12 +9,12 @@ changes the index: 403. A few routes stay open so that probes and the web page s
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Mapping
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.middleware import send_error
 from index.config import Scope as KeyScope
 
 # Open even with keys: liveness and readiness probes, the web page shell and its assets, the API docs.
@@ -89,9 +89,5 @@ class ApiKeyAuth:
 
 
 async def _deny(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="imgsim"'))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    challenge = [(b"www-authenticate", b'Bearer realm="imgsim"')] if status == 401 else []
+    await send_error(send, status, detail, challenge)

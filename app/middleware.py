@@ -1,8 +1,10 @@
-"""A request body limit enforced while the body streams in, before anything is buffered."""
+"""A request body limit enforced while the body streams in, before anything is buffered; and the two ASGI
+pieces every middleware here shares: a JSON error answer, and knowing whether a response has started."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,14 +32,14 @@ class BodySizeLimit:
                 try:
                     declared = int(value)
                 except ValueError:
-                    await _send_error(send, 400, "invalid Content-Length header")
+                    await send_error(send, 400, "invalid Content-Length header")
                     return
                 if declared > self.max_bytes:
-                    await _send_error(send, 413, BodyTooLarge(self.max_bytes).detail)
+                    await send_error(send, 413, BodyTooLarge(self.max_bytes).detail)
                     return
 
         received = 0
-        started = False
+        tracked = ResponseStarted(send)
 
         async def counting_receive() -> Message:
             nonlocal received
@@ -49,27 +51,40 @@ class BodySizeLimit:
                     raise BodyTooLarge(self.max_bytes)
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, tracked)
         except BodyTooLarge as exc:
-            if started:
+            if tracked.started:
                 raise
-            await _send_error(send, 413, exc.detail)
+            await send_error(send, 413, exc.detail)
 
 
-async def _send_error(send: Send, status: int, detail: str) -> None:
+class ResponseStarted:
+    """An ASGI `send` that notes whether the response has started (after that, an error can no longer be
+    answered with a response of its own)."""
+
+    def __init__(self, send: Send) -> None:
+        self.started = False
+        self._send = send
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+
+async def send_error(send: Send, status: int, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """Answer `{"detail": detail}` as JSON with `status`, straight from ASGI middleware."""
     body = json.dumps({"detail": detail}).encode()
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
