@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -29,28 +30,17 @@ def _page(request: Request, view: str, title: str, **context: object) -> HTMLRes
     return templates.TemplateResponse(request, f"{view}.html", {"view": view, "title": title, "nav": NAV, **context})
 
 
-@router.get("/", response_class=HTMLResponse)
-async def search_page(request: Request) -> HTMLResponse:
-    """Search by an uploaded image or a stored one; the query string holds the search."""
-    return _page(request, "search", "Search")
+def _nav_page(view: str, title: str) -> Callable[[Request], Awaitable[HTMLResponse]]:
+    async def page(request: Request) -> HTMLResponse:
+        return _page(request, view, title)
+
+    return page
 
 
-@router.get("/library", response_class=HTMLResponse)
-async def library_page(request: Request) -> HTMLResponse:
-    """Every stored image, a page at a time, filtered by label and name."""
-    return _page(request, "library", "Library")
-
-
-@router.get("/library/add", response_class=HTMLResponse)
-async def add_page(request: Request) -> HTMLResponse:
-    """Upload many files or a folder, in batches."""
-    return _page(request, "add", "Add images")
-
-
-@router.get("/library/duplicates", response_class=HTMLResponse)
-async def duplicates_page(request: Request) -> HTMLResponse:
-    """Review groups of duplicates and delete all but one of each."""
-    return _page(request, "duplicates", "Duplicates")
+# Search, the library, adding images and duplicates: each a template named after its view. Before the
+# detail page, whose path would otherwise match /library/add and /library/duplicates.
+for _view, _path, _title in NAV:
+    router.add_api_route(_path, _nav_page(_view, _title), methods=["GET"], response_class=HTMLResponse)
 
 
 @router.get("/library/{image_id}", response_class=HTMLResponse)
