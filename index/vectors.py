@@ -50,6 +50,18 @@ class IndexMeta:
 _UNIT_SQUARED_RESOLUTION = 8 * float(np.finfo(np.float32).eps)
 
 
+def checked_vectors(ids: NDArray[np.int64], vectors: NDArray[np.float32], dim: int) -> NDArray[np.float32]:
+    """`vectors` as contiguous float32, one row of `dim` per id (what every vector store adds).
+
+    Raises:
+        ValueError: the shape does not match.
+    """
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.shape != (len(ids), dim):
+        raise ValueError(f"expected vectors of shape ({len(ids)}, {dim}), got {vectors.shape}")
+    return vectors
+
+
 def scores_for_metric(inner: NDArray[np.float32], metric: str) -> NDArray[np.float32]:
     """Turn inner products of unit vectors into the metric's score (similarity, or distance for euclidean)."""
     if metric == "euclidean":
@@ -156,9 +168,7 @@ class VectorIndex:
     def add(self, ids: NDArray[np.int64], vectors: NDArray[np.float32]) -> None:
         if len(ids) == 0:
             return
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.shape != (len(ids), self.meta.dim):
-            raise ValueError(f"expected vectors of shape ({len(ids)}, {self.meta.dim}), got {vectors.shape}")
+        vectors = checked_vectors(ids, vectors, self.meta.dim)
         with self._lock.write():
             self._index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
             self.dirty = True

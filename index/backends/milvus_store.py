@@ -25,7 +25,7 @@ from index.config import Settings
 from index.errors import BackendUnavailable
 from index.schema import LabelRow
 from index.store import ImageStore
-from index.vectors import EF_CONSTRUCTION, IndexMeta
+from index.vectors import EF_CONSTRUCTION, IndexMeta, checked_vectors
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +172,7 @@ class MilvusVectorStore:
         """Upsert `ids` with their vectors and the classes the metadata database holds for them."""
         if len(ids) == 0:
             return
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.shape != (len(ids), self.meta.dim):
-            raise ValueError(f"expected vectors of shape ({len(ids)}, {self.meta.dim}), got {vectors.shape}")
+        vectors = checked_vectors(ids, vectors, self.meta.dim)
         classes = _classes_of(self.store, [int(i) for i in ids])
         for start in range(0, len(ids), _BATCH):
             rows = [
