@@ -282,6 +282,20 @@ class Server:
             self.proc.kill()
 
 
+def search_latencies(url: str, ref: str, searches: int) -> list[float]:
+    """Seconds of each of `searches` sequential `GET /search?ref=&k=10`, after one untimed warm-up."""
+    import httpx
+
+    latencies = []
+    with httpx.Client(base_url=url, timeout=60) as client:
+        client.get("/search", params={"ref": ref, "k": 10}).raise_for_status()
+        for _ in range(searches):
+            t = time.perf_counter()
+            client.get("/search", params={"ref": ref, "k": 10}).raise_for_status()
+            latencies.append(time.perf_counter() - t)
+    return latencies
+
+
 def post_ingest(url: str, chunks: list[list[Path]], concurrency: int) -> float:
     import httpx
 
@@ -298,7 +312,6 @@ def post_ingest(url: str, chunks: list[list[Path]], concurrency: int) -> float:
 
 
 def bench_http(folder: Path, work: Path, per_request: int, searches: int) -> list[Row]:
-    import httpx
 
     from index.pipeline import ImageSource
     from index.service import ImageIndex
@@ -333,12 +346,7 @@ def bench_http(folder: Path, work: Path, per_request: int, searches: int) -> lis
                 }
             )
             if concurrency == 1:
-                with httpx.Client(base_url=server.url, timeout=30) as client:
-                    client.get("/search", params={"ref": ref, "k": 10}).raise_for_status()
-                    for _ in range(searches):
-                        t = time.perf_counter()
-                        client.get("/search", params={"ref": ref, "k": 10}).raise_for_status()
-                        http_search.append(time.perf_counter() - t)
+                http_search = search_latencies(server.url, ref, searches)
     p50_in, p50_http = percentile_ms(inproc_search, 50), percentile_ms(http_search, 50)
     rows.append(
         {"run": f"search_by_ref in-process ({n} images)", "p50 ms": p50_in, "p99 ms": percentile_ms(inproc_search, 99)}

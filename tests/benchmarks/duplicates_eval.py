@@ -49,6 +49,7 @@ from tests.benchmarks.evaluate import (
     REPO_ROOT,
     RESULTS_DIR,
     Photo,
+    encode,
     generate_photos,
     load_photos,
 )
@@ -68,12 +69,6 @@ class Edited:
     data: bytes
 
 
-def _encode(img: Image.Image, fmt: str = "PNG", **options: Any) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **options)
-    return buf.getvalue()
-
-
 def edit_photo(data: bytes, edit: str, rng: np.random.Generator) -> bytes:
     """One edited copy of `data`, the edit's parameters drawn from `rng`."""
     img = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
@@ -81,20 +76,20 @@ def edit_photo(data: bytes, edit: str, rng: np.random.Generator) -> bytes:
     if edit == "crop":  # keep 70-90 % of each side, anywhere in the frame
         cw, ch = round(w * rng.uniform(0.7, 0.9)), round(h * rng.uniform(0.7, 0.9))
         left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        return _encode(img.crop((left, top, left + cw, top + ch)), "JPEG", quality=90)
+        return encode(img.crop((left, top, left + cw, top + ch)), "JPEG", quality=90)
     if edit == "recompress":
-        return _encode(img, "JPEG", quality=int(rng.integers(10, 40)))
+        return encode(img, "JPEG", quality=int(rng.integers(10, 40)))
     if edit == "resize":  # down to 25-60 %, saved as JPEG
         scale = rng.uniform(0.25, 0.6)
         small = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
-        return _encode(small, "JPEG", quality=85)
+        return encode(small, "JPEG", quality=85)
     if edit == "mirror":
-        return _encode(ImageOps.mirror(img), "JPEG", quality=90)
+        return encode(ImageOps.mirror(img), "JPEG", quality=90)
     if edit == "rotate":  # 3-12 degrees either way, corners filled black
         angle = float(rng.uniform(3, 12) * rng.choice([-1, 1]))
-        return _encode(img.rotate(angle, Image.Resampling.BICUBIC), "JPEG", quality=90)
+        return encode(img.rotate(angle, Image.Resampling.BICUBIC), "JPEG", quality=90)
     if edit == "greyscale":
-        return _encode(img.convert("L"), "JPEG", quality=90)
+        return encode(img.convert("L"), "JPEG", quality=90)
     if edit == "overlay":  # a caption band with text and a logo-like box
         out = img.copy()
         draw = ImageDraw.Draw(out)
@@ -104,11 +99,11 @@ def edit_photo(data: bytes, edit: str, rng: np.random.Generator) -> bytes:
         draw.text((8, top + band // 4), "SAMPLE COPYRIGHT 2026 " * 4, fill=(255, 255, 255))
         side = round(min(w, h) * 0.15)
         draw.rectangle((w - side - 8, 8, w - 8, 8 + side), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
-        return _encode(out, "JPEG", quality=90)
+        return encode(out, "JPEG", quality=90)
     if edit == "brightness":
         out = ImageEnhance.Brightness(img).enhance(float(rng.uniform(0.6, 1.5)))
         out = ImageEnhance.Contrast(out).enhance(float(rng.uniform(0.7, 1.3)))
-        return _encode(out, "JPEG", quality=90)
+        return encode(out, "JPEG", quality=90)
     raise ValueError(f"unknown edit {edit!r}")
 
 

@@ -51,6 +51,7 @@ from tests.benchmarks.bench import (
     print_table,
     reference_name,
     run_process,
+    search_latencies,
 )
 
 PARTS = ("forward", "startup", "agreement", "quality", "cli", "overlap", "api")
@@ -357,13 +358,8 @@ def bench_api(files: list[Path], work: Path, per_request: int, searches: int) ->
     for engine in ("torch", "auto"):
         with Server(work / f"api-{engine}", IMGSIM_ENGINE=engine) as server:
             seconds = post_ingest(server.url, chunks, 4)
-            latencies = []
+            latencies = search_latencies(server.url, ref, searches)
             with httpx.Client(base_url=server.url, timeout=60) as client:
-                client.get("/search", params={"ref": ref, "k": 10}).raise_for_status()
-                for _ in range(searches):
-                    t = time.perf_counter()
-                    client.get("/search", params={"ref": ref, "k": 10}).raise_for_status()
-                    latencies.append(time.perf_counter() - t)
                 with chosen[1].open("rb") as fh:
                     files_ = {"file": (chosen[1].name, fh.read(), "image/jpeg")}
                 upload = []

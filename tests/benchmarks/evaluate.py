@@ -150,7 +150,8 @@ def generate_photos(count: int, seed: int) -> list[Photo]:
     return photos
 
 
-def _encode(img: Image.Image, fmt: str = "PNG", **options: Any) -> bytes:
+def encode(img: Image.Image, fmt: str = "PNG", **options: Any) -> bytes:
+    """`img` as the bytes of a `fmt` file."""
     buf = io.BytesIO()
     img.save(buf, fmt, **options)
     return buf.getvalue()
@@ -164,24 +165,24 @@ def edit_photo(data: bytes, edit: str, rng: np.random.Generator) -> bytes:
         keep = rng.uniform(0.6, 0.85)
         cw, ch = round(w * keep), round(h * keep)
         left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        return _encode(img.crop((left, top, left + cw, top + ch)))
+        return encode(img.crop((left, top, left + cw, top + ch)))
     if edit == "jpeg15":
-        return _encode(img, "JPEG", quality=15)
+        return encode(img, "JPEG", quality=15)
     if edit == "mirror_rotate":
         angle = float(rng.uniform(3, 10) * rng.choice([-1, 1]))
-        return _encode(ImageOps.mirror(img).rotate(angle, Image.Resampling.BICUBIC))
+        return encode(ImageOps.mirror(img).rotate(angle, Image.Resampling.BICUBIC))
     if edit == "greyscale":
-        return _encode(img.convert("L"))
+        return encode(img.convert("L"))
     if edit == "downscale64":
         scale = 64 / min(w, h)
-        return _encode(img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS))
+        return encode(img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS))
     if edit == "brightness_box":
         out = ImageEnhance.Brightness(img).enhance(float(rng.uniform(0.6, 1.4)))
         bw, bh = round(w * rng.uniform(0.2, 0.35)), round(h * rng.uniform(0.2, 0.35))
         left, top = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
         ImageDraw.Draw(out).rectangle((left, top, left + bw, top + bh), fill=colour)
-        return _encode(out)
+        return encode(out)
     raise ValueError(f"unknown edit {edit!r}")
 
 
