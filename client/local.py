@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm import tqdm
@@ -18,17 +19,18 @@ from index.service import ImageIndex
 PROGRESS_MIN_IMAGES = 50
 
 
-def reference_in_folder(folder: Path, ref: Path, files: list[Path]) -> Path:
+def reference_in_folder(folder: Path, ref: Path, files: list[Path], resolved: Sequence[Path] | None = None) -> Path:
     """The reference file: one of the folder's image `files` (a bare name is looked up in the folder first),
-    or any image file elsewhere, which is then indexed along with the folder.
+    or any image file elsewhere, which is then indexed along with the folder. `resolved`: the files'
+    `resolved_paths`, when the caller has them.
 
     Raises:
         InvalidArgument: no such file.
     """
     candidates = [folder / ref, ref] if ref.parent == Path() else [ref]
-    resolved = dict(zip(resolved_paths(files), files, strict=True))
+    by_resolved = dict(zip(resolved_paths(files) if resolved is None else resolved, files, strict=True))
     for candidate in candidates:
-        if (found := resolved.get(candidate.resolve())) is not None:
+        if (found := by_resolved.get(candidate.resolve())) is not None:
             return found
     for candidate in candidates:
         if candidate.is_file():
@@ -65,8 +67,9 @@ def rank_folder_local(
     """
     started = time.perf_counter()
     files = list_image_files(folder, recursive)
-    ref_file = reference_in_folder(folder, ref, files)
-    sources = ImageSource.from_paths(files)
+    resolved = resolved_paths(files)
+    ref_file = reference_in_folder(folder, ref, files, resolved)
+    sources = ImageSource.from_paths(files, resolved)
     ref_source = ImageSource.from_path(ref_file)
     if ref_source.path not in {s.path for s in sources}:
         sources.append(ref_source)

@@ -43,9 +43,10 @@ class ImageSource:
         return cls(name=path.name, path=str(path.resolve()))
 
     @classmethod
-    def from_paths(cls, paths: Sequence[Path]) -> list[ImageSource]:
-        """`from_path` for many files, e.g. a folder's (see `resolved_paths`)."""
-        return [cls(name=p.name, path=str(r)) for p, r in zip(paths, resolved_paths(paths), strict=True)]
+    def from_paths(cls, paths: Sequence[Path], resolved: Sequence[Path] | None = None) -> list[ImageSource]:
+        """`from_path` for many files, e.g. a folder's; `resolved` when the caller has `resolved_paths(paths)`."""
+        resolved = resolved_paths(paths) if resolved is None else resolved
+        return [cls(name=p.name, path=str(r)) for p, r in zip(paths, resolved, strict=True)]
 
 
 def resolved_paths(paths: Sequence[Path]) -> list[Path]:

@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from index.seen_files import MAX_PATH_CHARS
+
 
 class Base(DeclarativeBase):
     pass
@@ -78,7 +80,7 @@ class SeenFileRow(Base):
 
     __tablename__ = "seen_files"
 
-    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    path: Mapped[str] = mapped_column(String(MAX_PATH_CHARS), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     ctime_ns: Mapped[int] = mapped_column(BigInteger)
