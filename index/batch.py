@@ -149,9 +149,9 @@ def _row(
 
 def _write(index: ImageIndex, batch: dict[str, NDArray[Any]]) -> tuple[int, int, int]:
     """Store one embedded batch; returns (added, already stored, failed)."""
-    store, vectors, embedder = index.store, index.vectors, index.embedder
+    store = index.store
     new: list[NewImage] = []
-    blobs: list[tuple[str, bytes]] = []
+    blobs: list[bytes] = []
     names: list[tuple[str, str, str]] = []
     failed = 0
     for i, status in enumerate(batch["status"]):
@@ -177,20 +177,13 @@ def _write(index: ImageIndex, batch: dict[str, NDArray[Any]]) -> tuple[int, int,
                     path=path,
                 )
             )
-            blobs.append((sha, bytes(batch["data"][i])))
-    store.write_blobs(blobs)
+            blobs.append(bytes(batch["data"][i]))
     added = 0
-    with index._write_lock:
-        if new:
-            if store.get_meta("model") is None:
-                store.set_meta({"model": embedder.version, "dim": str(embedder.dim)})
-            inserted = store.insert(new, embedder.version, embedder.weights_hash)
-            fresh = [(inserted[img.sha256][0], img.embedding) for img in new if inserted[img.sha256][1]]
-            if fresh:
-                vectors.add(np.array([f[0] for f in fresh], np.int64), np.stack([f[1] for f in fresh]))
-            added = len(fresh)
-        known = store.ids_by_sha(sha for sha, _, _ in names)
-        store.add_names([(known[sha], name, path) for sha, name, path in names if sha in known])
+    if new:
+        inserted = index.ingestor.store_images(new, blobs)
+        added = sum(inserted[img.sha256][1] for img in new)
+    known = store.ids_by_sha(sha for sha, _, _ in names)
+    store.add_names([(known[sha], name, path) for sha, name, path in names if sha in known])
     return added, len(new) - added + len(names), failed
 
 

@@ -233,23 +233,7 @@ class Ingestor:
             )
             for e in batch
         ]
-        fresh_blobs = [e.decoded.sha256 for e in batch if not self.store.has_blob(e.decoded.sha256)]
-        try:
-            with storage_errors("store the images"):
-                self.store.write_blobs([(e.decoded.sha256, e.data) for e in batch])
-                # One writer at a time: the existence check and the insert happen under this lock (and inside one
-                # SQLite transaction), so concurrent uploads of the same bytes create exactly one record.
-                with self._write_lock:
-                    if self.store.get_meta("model") is None:
-                        self.store.set_meta({"model": self.embedder.version, "dim": str(self.embedder.dim)})
-                    inserted = self.store.insert(new_images, self.embedder.version, self.embedder.weights_hash)
-        except BaseException:
-            self._drop_unreferenced_blobs(fresh_blobs)
-            raise
-        with self._write_lock:
-            added = [(inserted[e.decoded.sha256][0], e.embedding) for e in batch if inserted[e.decoded.sha256][1]]
-            if added:
-                self.vectors.add(np.array([a[0] for a in added], np.int64), np.stack([a[1] for a in added]))
+        inserted = self.store_images(new_images, [e.data for e in batch])
         return [
             IngestResult(
                 e.source.name,
@@ -261,6 +245,35 @@ class Ingestor:
             )
             for e in batch
         ]
+
+    def store_images(self, images: Sequence[NewImage], data: Sequence[bytes]) -> dict[str, tuple[int, bool]]:
+        """Keep the bytes, insert the rows and add the vectors of embedded images (`data[i]` holds
+        `images[i]`'s bytes); bytes written for rows that did not commit are removed again.
+
+        Returns sha256 -> (id, added), `added` False for content that was already stored.
+
+        Raises:
+            StorageError: the disk is full or failing (nothing of the batch is kept).
+        """
+        fresh_blobs = [i.sha256 for i in images if not self.store.has_blob(i.sha256)]
+        try:
+            with storage_errors("store the images"):
+                self.store.write_blobs([(i.sha256, d) for i, d in zip(images, data, strict=True)])
+                # One writer at a time: the existence check and the insert happen under this lock (and inside one
+                # SQLite transaction), so concurrent uploads of the same bytes create exactly one record.
+                with self._write_lock:
+                    if self.store.get_meta("model") is None:
+                        self.store.set_meta({"model": self.embedder.version, "dim": str(self.embedder.dim)})
+                    inserted = self.store.insert(images, self.embedder.version, self.embedder.weights_hash)
+        except BaseException:
+            self._drop_unreferenced_blobs(fresh_blobs)
+            raise
+        with self._write_lock:
+            unique = {i.sha256: i for i in images}  # one vector per content, however many files carried it
+            added = [(inserted[sha][0], i.embedding) for sha, i in unique.items() if inserted[sha][1]]
+            if added:
+                self.vectors.add(np.array([a[0] for a in added], np.int64), np.stack([a[1] for a in added]))
+        return inserted
 
     def _drop_unreferenced_blobs(self, hashes: Sequence[str]) -> None:
         """After a failed insert: remove the bytes this batch wrote that no committed row refers to."""
