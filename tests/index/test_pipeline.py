@@ -10,7 +10,7 @@ import pytest
 from index.config import Settings
 from index.embedder import Embedder
 from index.errors import ImageDecodeError
-from index.pipeline import ImageSource, ReadImage, decode_stream, embed_read, read_sources
+from index.pipeline import ImageSource, ReadImage, decode_stream, embed_read, read_sources, resolved_paths
 from tests.conftest import CountingEmbedder
 
 
@@ -93,3 +93,16 @@ def test_device_decoding_embeds_like_the_pillow_path_and_reports_bad_images(imag
     assert [e.source.name for e in on_device] == [e.source.name for e in on_host]
     cosines = np.sum(np.stack([e.embedding for e in on_device]) * np.stack([e.embedding for e in on_host]), axis=1)
     assert cosines.min() > 0.97
+
+
+def test_a_folders_paths_resolve_as_each_file_would_on_its_own(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "a.jpg").write_bytes(b"a")
+    (tmp_path / "elsewhere.jpg").write_bytes(b"b")
+    (real / "link.jpg").symlink_to(tmp_path / "elsewhere.jpg")  # a symlinked file resolves to its target
+    (tmp_path / "via").symlink_to(real)  # a symlinked folder resolves to the real one
+    paths = [tmp_path / "via" / "a.jpg", tmp_path / "via" / "link.jpg", real / "a.jpg", Path("relative.jpg")]
+    assert resolved_paths(paths) == [p.resolve() for p in paths]
+    sources = ImageSource.from_paths(paths)
+    assert [(s.name, s.path) for s in sources] == [(p.name, str(p.resolve())) for p in paths]
