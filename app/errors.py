@@ -11,7 +11,6 @@ from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.middleware import ResponseStarted
-from index.datadir import is_storage_error, storage_message
 from index.errors import (
     AmbiguousReference,
     BackendUnavailable,
@@ -29,6 +28,7 @@ from index.errors import (
     UnsupportedImageFormat,
     WeightsNotFound,
 )
+from index.storage.datadir import is_storage_error, storage_message
 
 # Looked up along the exception's MRO, so a subclass (UnsupportedImageFormat) can differ from its parent.
 STATUS_BY_ERROR: dict[type[ImgsimError], int] = {

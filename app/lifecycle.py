@@ -22,11 +22,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from index.batching import BatchingEmbedder
 from index.config import Settings
 from index.errors import ImgsimError, StorageError
-from index.lock import DataDirLock
+from index.model.batching import BatchingEmbedder
 from index.service import ImageIndex
+from index.storage.lock import DataDirLock
 
 log = logging.getLogger("app")
 

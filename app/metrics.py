@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_fastapi_instrumentator import Instrumentator
 
-from index.batching import BatchingEmbedder
+from index.model.batching import BatchingEmbedder
 from index.service import ImageIndex
 
 

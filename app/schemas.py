@@ -11,10 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from index.config import Metric
 from index.duplicates import DuplicateGroup, DuplicateMember
-from index.registry import Prediction
+from index.model.registry import Prediction
 from index.search import SearchHit
 from index.service import IndexStats
-from index.store import ImageInfo
+from index.storage.store import ImageInfo
 
 SHA_CAT = "9540e8d656047041ae92c8c19f8aeb2baa4ede5a17030470e8a1cfc7bb26182a"
 SHA_CROP = "7e0b67f70572c35cfed8443362c7fa82bf94061e4884d6af098175e8012a9221"

@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
         api_url = args.api_url
         if not api_url:
-            from index.lock import serving_url
+            from index.storage.lock import serving_url
 
             api_url = serving_url(settings.data_dir)
             if api_url:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from client.report import FileGroup, RankReport
 from index.errors import ImgsimError
-from index.thumbnails import make_thumbnail
+from index.storage.thumbnails import make_thumbnail
 
 THUMB = 192
 

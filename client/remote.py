@@ -18,7 +18,7 @@ from client.local import PROGRESS_MIN_IMAGES, keep_label, reference_in_folder, s
 from client.report import RankedImage, RankReport
 from index.errors import ImgsimError, InvalidArgument
 from index.ingest import list_image_files
-from index.registry import Prediction
+from index.model.registry import Prediction
 from index.search import resolve_label
 
 MULTIPART_OVERHEAD = 1024  # bytes of part headers allowed per file when packing a request under the limit

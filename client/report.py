@@ -7,7 +7,7 @@ import io
 import json
 from dataclasses import dataclass, field
 
-from index.registry import Prediction
+from index.model.registry import Prediction
 
 # Predictions below this probability are noise to a reader: never printed.
 MIN_PRINTED_SCORE = 0.01

@@ -21,14 +21,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from index.config import Settings
-from index.embedder import Embedder
 from index.errors import ImgsimError, InvalidArgument
 from index.ingest import list_image_files
+from index.model.embedder import Embedder
+from index.model.registry import Prediction
 from index.pipeline import ImageSource, ReadImage, embed_read, read_sources
-from index.registry import Prediction
-from index.schema import NameRow
 from index.service import ImageIndex
-from index.store import ImageStore, NewImage
+from index.storage.schema import NameRow
+from index.storage.store import ImageStore, NewImage
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ from numpy.typing import NDArray
 from sqlalchemy import func, select
 
 from index.errors import InvalidArgument
-from index.registry import DuplicateLevels, EmbeddingDefinition
-from index.schema import NameRow
-from index.store import ImageInfo, ImageStore
-from index.vectors import VectorIndex
+from index.model.registry import DuplicateLevels, EmbeddingDefinition
+from index.storage.schema import NameRow
+from index.storage.store import ImageInfo, ImageStore
+from index.vectors.faiss_index import VectorIndex
 
 LEVELS = ("exact", "near", "similar")
 DEFAULT_LEVEL = "near"

@@ -1,7 +1,7 @@
 """Ingest: read and hash sources, decode and embed only new content, store each batch in SQLite and FAISS.
 
 Files unchanged since they were last read are not read again: their stat vouches for their stored hash
-(see `index.seen_files`).
+(see `index.storage.seen_files`).
 
 A pipeline of stages (read/hash -> decode -> embed -> write) that `index.pipeline` overlaps; this module
 decides what is new, keeps results in the order of the sources, and writes under the index's one lock.
@@ -18,15 +18,15 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from index.backends import VectorStore
 from index.config import Settings
-from index.datadir import storage_errors
-from index.embedder import Embedder
 from index.errors import ImgsimError, InvalidArgument
+from index.model.embedder import Embedder
+from index.model.registry import Prediction
 from index.pipeline import EmbeddedImage, ImageSource, ReadImage, embed_read, read_sources
-from index.registry import Prediction
-from index.seen_files import FileStat, rememberable
-from index.store import ImageStore, NewImage
+from index.storage.datadir import storage_errors
+from index.storage.seen_files import FileStat, rememberable
+from index.storage.store import ImageStore, NewImage
+from index.vectors import VectorStore
 
 # Sources read, hashed and decoded per step of a large ingest (bytes of about 100 MB of typical photos).
 INGEST_CHUNK = 1024

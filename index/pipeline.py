@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from index.embedder import Embedder
 from index.errors import ImageDecodeError, ImageTooLarge, ImgsimError
-from index.imaging import DecodedImage, decode_for_model, decode_jpegs_on_device, sha256_hex
-from index.registry import Prediction
+from index.model.embedder import Embedder
+from index.model.imaging import DecodedImage, decode_for_model, decode_jpegs_on_device, sha256_hex
+from index.model.registry import Prediction
 
 if TYPE_CHECKING:
     import torch
@@ -70,7 +70,7 @@ def resolved_paths(paths: Sequence[Path]) -> list[Path]:
 class ReadImage:
     """Bytes and content hash of a source, or why it could not be read.
 
-    A `vouched` file was not read: it is unchanged since its stored content was read (see `index.seen_files`),
+    A `vouched` file was not read: it is unchanged since its stored content was read (see `index.storage.seen_files`),
     so its hash is the recorded one and its bytes are not needed.
     """
 

@@ -11,14 +11,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from index.config import Settings
-from index.datadir import storage_errors
-from index.embedder import Embedder
 from index.errors import ImageDecodeError, ImgsimError, InvalidArgument
-from index.lock import DataDirLock
+from index.model.embedder import Embedder
+from index.model.registry import Prediction
 from index.pipeline import ImageSource, ReadImage, embed_read, read_sources
-from index.registry import Prediction
-from index.store import ImageStore
-from index.vectors import IndexMeta, VectorIndex
+from index.storage.datadir import storage_errors
+from index.storage.lock import DataDirLock
+from index.storage.store import ImageStore
+from index.vectors.faiss_index import IndexMeta, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def rebuild_index(
         model = store.get_meta("model") or embedder.version
         dim = int(store.get_meta("dim") or embedder.dim)
         if settings.vector_store == "milvus":
-            from index.backends.milvus_store import rebuild_milvus
+            from index.vectors.milvus import rebuild_milvus
 
             count, kind = rebuild_milvus(settings, store, IndexMeta(model=model, dim=dim, kind="milvus"))
         else:

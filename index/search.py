@@ -10,14 +10,14 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from index.backends import ClassFilteredSearch, VectorStore
 from index.config import Metric
 from index.duplicates import DuplicateSpace
 from index.errors import AmbiguousReference, InvalidArgument, UnknownReference
+from index.model.registry import Prediction, imagenet_labels
 from index.pipeline import ImageSource
-from index.registry import Prediction, imagenet_labels
-from index.store import ImageInfo, ImageStore
-from index.vectors import VectorIndex, scores_for_metric
+from index.storage.store import ImageInfo, ImageStore
+from index.vectors import ClassFilteredSearch, VectorStore
+from index.vectors.faiss_index import VectorIndex, scores_for_metric
 
 METRICS: tuple[Metric, ...] = ("cosine", "euclidean", "dot")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

@@ -19,21 +19,21 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from index.backends import VectorStore, close_vector_store
 from index.config import Settings
-from index.datadir import is_storage_error, remove_temporary_files, storage_errors
 from index.duplicates import DuplicateFinder, DuplicateReport, DuplicateSpace
-from index.embedder import Embedder
 from index.errors import InvalidArgument, ModelMismatch, StorageError, UnknownReference
 from index.ingest import Ingestor, IngestResult, list_image_files
-from index.lock import DataDirLock
+from index.model.embedder import Embedder
+from index.model.registry import Prediction
 from index.pipeline import ImageSource, default_workers
 from index.rebuild import INDEX_FILE, build_vectors, choose_index_kind
-from index.registry import Prediction
 from index.search import Searcher, SearchHit, resolve_label
-from index.store import ImageInfo, ImageStore
-from index.thumbnail_cache import ThumbnailCache
-from index.vectors import IndexFileError, IndexMeta, VectorIndex
+from index.storage.datadir import is_storage_error, remove_temporary_files, storage_errors
+from index.storage.lock import DataDirLock
+from index.storage.store import ImageInfo, ImageStore
+from index.storage.thumbnail_cache import ThumbnailCache
+from index.vectors import VectorStore, close_vector_store
+from index.vectors.faiss_index import IndexFileError, IndexMeta, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class ImageIndex:
         trusted), or the Milvus collection `IMGSIM_VECTOR_STORE=milvus` names."""
         model, dim = self.model_version, self.dim
         if self.settings.vector_store == "milvus":
-            from index.backends.milvus_store import open_milvus
+            from index.vectors.milvus import open_milvus
 
             return open_milvus(self.settings, self.store, IndexMeta(model=model, dim=dim, kind="milvus"))
         try:

@@ -19,9 +19,9 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from index.config import Settings
-from index.embedder import Embedder, EmbedResult
-from index.engines import installed_engines
-from index.registry import resolve_embedding
+from index.model.embedder import Embedder, EmbedResult
+from index.model.engines import installed_engines
+from index.model.registry import resolve_embedding
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGES_DIR = REPO_ROOT / "images"
@@ -237,7 +237,7 @@ HOLD_LOCK = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from index.lock import DataDirLock
+    from index.storage.lock import DataDirLock
     lock = DataDirLock(Path(sys.argv[1]), url=sys.argv[2] or None)
     print("locked", flush=True)
     time.sleep(120)

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from app.deps import IndexDep
 from app.errors import error_responses
 from app.schemas import ImageList, ImageOut
-from index.imaging import CONTENT_TYPES
+from index.model.imaging import CONTENT_TYPES
 
 router = APIRouter(prefix="/images", tags=["images"])
 

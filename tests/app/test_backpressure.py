@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from fastapi.testclient import TestClient
 
-from index.batching import BatchingEmbedder
+from index.model.batching import BatchingEmbedder
 from tests.app.conftest import ClientFactory, upload
 
 

@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fastapi.testclient import TestClient
 
-from index.batching import BatchingEmbedder
+from index.model.batching import BatchingEmbedder
 from tests.app.conftest import ClientFactory, ingest_photos
 from tests.conftest import IMAGES_DIR, encode_image
 

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
 
-from index.registry import resolve_embedding
+from index.model.registry import resolve_embedding
 from tests.app.conftest import ingest_photos
 from tests.conftest import IMAGES_DIR
 

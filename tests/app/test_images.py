@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from index.embedder import Embedder
+from index.model.embedder import Embedder
 from tests.app.conftest import SAMPLE_PHOTOS, ingest_photos
 from tests.conftest import IMAGES_DIR
 

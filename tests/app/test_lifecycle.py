@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from index.rebuild import INDEX_FILE
-from index.vectors import VectorIndex
+from index.vectors.faiss_index import VectorIndex
 from tests.app.server import start_server, stop, wait_ready
 from tests.conftest import IMAGES_DIR, REPO_ROOT, STARTUP_FAILURES, encode_image, hold_lock_in_another_process
 

@@ -17,7 +17,7 @@ from schemathesis.specs.openapi.checks import (
 
 from app.main import create_app
 from index.config import Settings
-from index.embedder import Embedder
+from index.model.embedder import Embedder
 from index.service import ImageIndex
 from tests.conftest import IMAGES_DIR
 

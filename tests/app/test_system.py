@@ -4,7 +4,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from index.config import Settings
-from index.embedder import Embedder
+from index.model.embedder import Embedder
 
 
 def test_health_answers_ok(photo_client: TestClient) -> None:

@@ -186,15 +186,15 @@ def model_gflop_per_image(embedder: Any) -> float:
 
 
 def load_crops(folder: Path, embedder: Any, count: int) -> NDArray[np.uint8]:
-    from index.imaging import decode_for_model
+    from index.model.imaging import decode_for_model
 
     files = sorted(folder.iterdir())[:count]
     return np.stack([decode_for_model(f.read_bytes(), embedder.preprocessing, 10**9).crop for f in files])
 
 
 def bench_embed(folder: Path, work: Path, batch_size: int, rounds: int = 3) -> list[Row]:
-    from index.embedder import Embedder
-    from index.imaging import decode_for_model
+    from index.model.embedder import Embedder
+    from index.model.imaging import decode_for_model
 
     embedders = {
         p: Embedder(settings_for(work / "embed", precision=p, engine="torch")).load() for p in ("fp32", "auto")
@@ -404,7 +404,7 @@ def bench_search(
     dim: int = DIM,
     latent_dim: int = 128,
 ) -> list[Row]:
-    from index.vectors import IndexMeta, VectorIndex
+    from index.vectors.faiss_index import IndexMeta, VectorIndex
 
     rng = np.random.default_rng(1)
     centres = (rng.standard_normal((1000, latent_dim)) * 1.5).astype(np.float32)
@@ -451,8 +451,8 @@ def bench_search(
 
 
 def bench_quality(folder: Path, work: Path, batch_size: int) -> list[Row]:
-    from index.embedder import Embedder
-    from index.imaging import decode_for_model
+    from index.model.embedder import Embedder
+    from index.model.imaging import decode_for_model
 
     files = sorted(folder.iterdir())
     results: dict[str, tuple[NDArray[np.float32], NDArray[np.int64]]] = {}

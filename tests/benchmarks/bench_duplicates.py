@@ -28,8 +28,8 @@ import psutil
 from numpy.typing import NDArray
 
 from index.duplicates import DuplicateSpace, find_pairs, group_pairs
-from index.registry import resolve_embedding
-from index.vectors import IndexMeta, VectorIndex
+from index.model.registry import resolve_embedding
+from index.vectors.faiss_index import IndexMeta, VectorIndex
 
 FEATURES = 1280
 CLASSES = 1000

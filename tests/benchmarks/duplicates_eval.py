@@ -40,8 +40,8 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from index.config import Settings
 from index.duplicates import DuplicateSpace, find_pairs, group_pairs
+from index.model.registry import DuplicateLevels
 from index.pipeline import ImageSource
-from index.registry import DuplicateLevels
 from index.service import ImageIndex
 from tests.benchmarks.evaluate import (
     DEFAULT_PHOTOS,

@@ -61,8 +61,8 @@ FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_ti
 def machine() -> dict[str, Any]:
     from importlib.metadata import version
 
-    from index.engines import installed_engines
-    from index.engines.base import cpu_flags, cpu_model_name
+    from index.model.engines import installed_engines
+    from index.model.engines.base import cpu_flags, cpu_model_name
 
     flags = cpu_flags()
     return {
@@ -90,8 +90,8 @@ def print_machine(m: dict[str, Any]) -> None:
 
 def variants() -> list[tuple[str, str]]:
     """(engine, precision) pairs worth comparing here: bf16 only where the CPU runs it natively."""
-    from index.engines import installed_engines
-    from index.engines.base import cpu_has_native_bf16
+    from index.model.engines import installed_engines
+    from index.model.engines.base import cpu_has_native_bf16
 
     # Under the AVX2 emulation bf16 is not native, whatever the CPU's flags say.
     native = cpu_has_native_bf16() and os.environ.get("ONEDNN_MAX_CPU_ISA") is None
@@ -110,13 +110,13 @@ def variants() -> list[tuple[str, str]]:
 
 def embedder_for(engine: str, precision: str, work: Path) -> Any:
     from index.config import Settings
-    from index.embedder import Embedder
+    from index.model.embedder import Embedder
 
     return Embedder(Settings(data_dir=work / "unused", engine=engine, precision=precision)).load()
 
 
 def decode_all(files: Sequence[Path], embedder: Any) -> NDArray[np.uint8]:
-    from index.imaging import decode_for_model
+    from index.model.imaging import decode_for_model
 
     return np.stack([np.asarray(decode_for_model(f.read_bytes(), embedder.preprocessing, 10**9).crop) for f in files])
 
@@ -237,7 +237,7 @@ def bench_quality(folder: Path, work: Path, limit: int) -> list[Row]:
 FIRST_FORWARD = """
 import time, numpy as np
 from index.config import Settings
-from index.embedder import Embedder
+from index.model.embedder import Embedder
 e = Embedder(Settings())
 size = e.preprocessing.input_size
 e.forward(np.zeros((1, size, size, 3), np.uint8))
@@ -247,7 +247,7 @@ print("torch" in sys.modules)
 
 
 def bench_startup(work: Path, rounds: int) -> list[Row]:
-    from index.engines import installed_engines
+    from index.model.engines import installed_engines
 
     engines = installed_engines()
     for engine in engines:  # the export is cached before anything is timed
@@ -269,7 +269,7 @@ def bench_startup(work: Path, rounds: int) -> list[Row]:
 
 
 def bench_cli(folder: Path, work: Path) -> list[Row]:
-    from index.engines import installed_engines
+    from index.model.engines import installed_engines
 
     ref = reference_name(folder)
     n = len(list(folder.iterdir()))

@@ -41,10 +41,10 @@ from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from index.config import Settings
-from index.embedder import Embedder
-from index.imaging import decode_for_model
+from index.model.embedder import Embedder
+from index.model.imaging import decode_for_model
+from index.model.registry import DEFAULT_EMBEDDING, EMBEDDINGS, Preprocessing
 from index.pipeline import ImageSource
-from index.registry import DEFAULT_EMBEDDING, EMBEDDINGS, Preprocessing
 from index.service import ImageIndex
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

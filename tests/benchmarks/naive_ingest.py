@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from index.config import Settings
-from index.registry import REGISTRY
+from index.model.registry import REGISTRY
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 

@@ -150,10 +150,10 @@ def _added(add: Any, n: int, label: str) -> float:
 def bench_search(
     sizes: Sequence[int], queries: int, work: Path, kinds: Sequence[str], milvus: bool = True
 ) -> list[dict[str, Any]]:
-    from index.backends.milvus_store import MilvusVectorStore
     from index.config import Settings
-    from index.store import ImageStore
-    from index.vectors import IndexMeta, VectorIndex
+    from index.storage.store import ImageStore
+    from index.vectors.faiss_index import IndexMeta, VectorIndex
+    from index.vectors.milvus import MilvusVectorStore
 
     results = []
     for n in sizes:

@@ -33,9 +33,9 @@ import numpy as np
 from PIL import Image
 
 from index.config import Settings
-from index.embedder import Embedder
-from index.registry import Prediction, imagenet_labels
-from index.store import ImageStore, NewImage
+from index.model.embedder import Embedder
+from index.model.registry import Prediction, imagenet_labels
+from index.storage.store import ImageStore, NewImage
 from tests.app.server import running_server
 from tests.conftest import IMAGES_DIR, REPO_ROOT
 

@@ -17,8 +17,8 @@ import pytest
 
 from client.cli import main, rebuild_main
 from index.config import Settings
-from index.embedder import Embedder, EmbedResult
-from index.store import ImageStore
+from index.model.embedder import Embedder, EmbedResult
+from index.storage.store import ImageStore
 from tests.conftest import CAT_VARIANTS, REPO_ROOT, model_version
 
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from client.duplicates import main
-from index.registry import resolve_embedding
+from index.model.registry import resolve_embedding
 from tests.client.test_cli import assert_one_line_error, run
 from tests.conftest import IMAGES_DIR, REPO_ROOT
 

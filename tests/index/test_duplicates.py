@@ -13,10 +13,10 @@ from PIL import Image, ImageEnhance, ImageOps
 from index.config import Settings
 from index.duplicates import DuplicateSpace, find_pairs, group_pairs
 from index.errors import InvalidArgument
+from index.model.registry import EMBEDDINGS, DuplicateLevels, resolve_embedding
 from index.pipeline import ImageSource
-from index.registry import EMBEDDINGS, DuplicateLevels, resolve_embedding
 from index.service import ImageIndex
-from index.vectors import IndexMeta, VectorIndex
+from index.vectors.faiss_index import IndexMeta, VectorIndex
 from tests.conftest import IMAGENET_SAMPLE_DIR, IMAGES_DIR, CountingEmbedder, unit_vectors
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from index.config import Settings
-from index.embedder import Embedder
 from index.errors import ImageDecodeError
+from index.model.embedder import Embedder
 from index.pipeline import ImageSource, ReadImage, decode_stream, embed_read, read_sources, resolved_paths
 from tests.conftest import CountingEmbedder
 
@@ -58,7 +58,7 @@ def test_an_unloaded_model_loads_while_images_decode_and_gives_the_same_vectors(
 def test_jpegs_decoded_by_torchvision_crop_like_pillow(images_dir: Path) -> None:
     import torch
 
-    from index.imaging import decode_for_model, decode_jpegs_on_device
+    from index.model.imaging import decode_for_model, decode_jpegs_on_device
 
     pre = Embedder(Settings()).preprocessing
     files = [p for p in sorted(images_dir.iterdir()) if p.suffix in (".jpg", ".png")]

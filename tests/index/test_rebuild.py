@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from index.config import Settings
-from index.embedder import Embedder
 from index.errors import ImageDecodeError, InvalidArgument, ModelMismatch
+from index.model.embedder import Embedder
 from index.rebuild import INDEX_FILE, rebuild_index
 from index.service import ImageIndex
-from index.vectors import VectorIndex
+from index.vectors.faiss_index import VectorIndex
 from tests.conftest import CAT_VARIANTS, CountingEmbedder, model_version
 
 REFS = ("cat.png", "coffee.jpg", "rocket.jpg")

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from index.config import Settings
-from index.embedder import Embedder
 from index.errors import (
     AmbiguousReference,
     ImageDecodeError,
@@ -20,11 +19,12 @@ from index.errors import (
     ModelMismatch,
     UnknownReference,
 )
+from index.model.embedder import Embedder
+from index.model.registry import EMBEDDINGS, resolve_embedding
 from index.pipeline import ImageSource
 from index.rebuild import INDEX_FILE
-from index.registry import EMBEDDINGS, resolve_embedding
 from index.service import ImageIndex
-from index.vectors import VectorIndex
+from index.vectors.faiss_index import VectorIndex
 from tests.conftest import CAT_VARIANTS, REPO_ROOT, CountingEmbedder, ImageFactory, model_version
 
 OTHER_EMBEDDING = next(name for name in EMBEDDINGS if name != resolve_embedding("default").name)

@@ -1,0 +1,1 @@
+"""The model: the registry, its weights, decoding images for it, the embedder and its inference engines."""

@@ -1,0 +1,47 @@
+"""Thumbnails kept in the data directory: derived data, made once from the kept bytes and rebuilt when missing."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from index.storage.thumbnails import THUMBNAIL_SIZE, make_thumbnail
+
+THUMBNAIL_DIR = "thumbnails"
+
+
+class ThumbnailCache:
+    """JPEG previews under `data_dir/thumbnails/<sha[:2]>/<sha>.jpg`, keyed by content like the blobs."""
+
+    def __init__(self, data_dir: Path, size: int = THUMBNAIL_SIZE, max_pixels: int = 200_000_000) -> None:
+        self.root = data_dir / THUMBNAIL_DIR
+        self.size = size
+        self.max_pixels = max_pixels
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / f"{sha256}.jpg"
+
+    def get(self, sha256: str, read_original: Callable[[], bytes]) -> bytes:
+        """The thumbnail of `sha256`, made from `read_original()` and kept when it is not there yet.
+
+        Raises:
+            FileNotFoundError: the original bytes are not kept either (from `read_original`).
+            ImageDecodeError, ImageTooLarge: the original is not a usable image.
+        """
+        path = self.path(sha256)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            pass
+        data = make_thumbnail(read_original(), self.size, self.max_pixels)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A unique temporary name, then a rename: readers never see half a file, concurrent makers both succeed.
+        tmp = path.with_name(f".{sha256}.{uuid.uuid4().hex}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        return data
+
+    def remove(self, sha256: str) -> None:
+        self.path(sha256).unlink(missing_ok=True)

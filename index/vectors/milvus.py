@@ -1,0 +1,312 @@
+"""The Milvus vector store: vectors in a Milvus collection (a server or cluster, or a local milvus-lite file).
+
+The collection holds, per image, its id (the metadata database's), its unit vector and the class indices of
+its top predictions, so a label filter runs inside Milvus as a filter expression instead of as a list of
+allowed ids. Like the FAISS file, it is derived from the metadata database, which stays the source of truth:
+it is reconciled against it on open, and the model and dimension it was built for are collection properties,
+checked on open.
+
+Several processes (API replicas, batch ingest workers) share one collection: every write is an idempotent
+upsert or delete by id, and nothing is cached in the process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import select
+
+from index.config import Settings
+from index.errors import BackendUnavailable
+from index.storage.schema import LabelRow
+from index.storage.store import ImageStore
+from index.vectors.faiss_index import EF_CONSTRUCTION, IndexMeta, checked_vectors
+
+log = logging.getLogger(__name__)
+
+# Top predictions kept per image (settings allow up to 1000); arrays are stored at their length, not this.
+MAX_CLASSES = 1024
+MODEL_PROPERTY = "imgsim.model"
+_ID, _VECTOR, _CLASSES = "id", "vector", "classes"
+# Reads see every write acknowledged before them, whichever replica made it: a deleted image is never found.
+CONSISTENCY = "Strong"
+_BATCH = 2000
+
+
+def _milvus_error(uri: str, exc: Exception) -> BackendUnavailable:
+    message = str(getattr(exc, "message", "") or exc).strip().splitlines()
+    return BackendUnavailable(f"cannot use Milvus at {uri!r}: {message[0] if message else type(exc).__name__}")
+
+
+class MilvusVectorStore:
+    """A Milvus collection of unit vectors (inner product) with each image's top class indices."""
+
+    stores_labels = True
+
+    def __init__(self, settings: Settings, store: ImageStore, meta: IndexMeta) -> None:
+        """Connect, and create the collection when it does not exist.
+
+        Raises:
+            BackendUnavailable: Milvus cannot be reached, or the collection was built for another model or dimension.
+        """
+        from pymilvus import MilvusClient
+        from pymilvus.exceptions import MilvusException
+
+        self.uri = settings.milvus_uri or str(settings.data_dir / "milvus.db")
+        self.collection = settings.milvus_collection
+        self.store = store
+        self.meta = meta
+        self.ef_search = settings.hnsw_ef_search
+        self.dirty = False  # every write is durable in Milvus when it returns; nothing to save
+        self.local = "://" not in self.uri
+        try:
+            if self.local:
+                Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+            self.client = MilvusClient(self.uri, token=settings.milvus_token, timeout=30)
+        except (MilvusException, ValueError, OSError, RuntimeError) as exc:
+            raise _milvus_error(self.uri, exc) from exc
+        try:
+            if self.client.has_collection(self.collection):
+                self._check(meta)
+            else:
+                self._create(meta, settings)
+            self.client.load_collection(self.collection)
+        except MilvusException as exc:
+            self.client.close()
+            raise _milvus_error(self.uri, exc) from exc
+        except BaseException:
+            self.client.close()
+            raise
+
+    # --- collection ---------------------------------------------------------------------------------------
+
+    def _create(self, meta: IndexMeta, settings: Settings) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field(_ID, DataType.INT64, is_primary=True)
+        schema.add_field(_VECTOR, DataType.FLOAT_VECTOR, dim=meta.dim)
+        schema.add_field(_CLASSES, DataType.ARRAY, element_type=DataType.INT64, max_capacity=MAX_CLASSES)
+        index = self.client.prepare_index_params()
+        kind = settings.milvus_index
+        if self.local:
+            kind = "FLAT"  # milvus-lite builds only FLAT (exact) indexes
+        params: dict[str, Any] = {}
+        if kind == "HNSW":
+            params = {"M": settings.hnsw_m, "efConstruction": EF_CONSTRUCTION}
+        elif kind == "IVF_FLAT":
+            params = {"nlist": 4096}
+        index.add_index(_VECTOR, index_type=kind, metric_type="IP", params=params)
+        # An inverted index over the classes makes `array_contains_any` a lookup rather than a scan.
+        if not self.local:
+            index.add_index(_CLASSES, index_type="INVERTED")
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            self.client.create_collection(
+                self.collection,
+                schema=schema,
+                index_params=index,
+                consistency_level=CONSISTENCY,
+                properties={MODEL_PROPERTY: meta.model},
+            )
+        except MilvusException:
+            # Replicas starting together: another one created it first; it must then be for this model.
+            if not self.client.has_collection(self.collection):
+                raise
+            self._check(meta)
+            return
+        self.meta = IndexMeta(model=meta.model, dim=meta.dim, kind=kind.lower())
+
+    def _check(self, meta: IndexMeta) -> None:
+        info = self.client.describe_collection(self.collection)
+        fields = {f["name"]: f for f in info.get("fields", [])}
+        vector = fields.get(_VECTOR)
+        if vector is None or _CLASSES not in fields:
+            raise BackendUnavailable(
+                f"the Milvus collection {self.collection!r} at {self.uri!r} is not an imgsim collection"
+            )
+        dim = int(vector.get("params", {}).get("dim", -1))
+        model = str(info.get("properties", {}).get(MODEL_PROPERTY, ""))
+        if dim != meta.dim or model != meta.model:
+            raise BackendUnavailable(
+                f"the Milvus collection {self.collection!r} at {self.uri!r} holds {model or 'unknown'} vectors "
+                f"of dimension {dim}, but the index is {meta.model} of dimension {meta.dim}; use another "
+                f"IMGSIM_MILVUS_COLLECTION, or rebuild it with `rebuild-index`"
+            )
+        kinds = {i for i in self.client.list_indexes(self.collection, field_name=_VECTOR)}
+        kind = "flat"
+        for name in kinds:
+            kind = str(self.client.describe_index(self.collection, name).get("index_type", "flat")).lower()
+        self.meta = IndexMeta(model=meta.model, dim=meta.dim, kind=kind)
+
+    def drop(self) -> None:
+        """Remove the whole collection (before a rebuild)."""
+        self.client.drop_collection(self.collection)
+
+    # --- the VectorStore interface ------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"], consistency_level=CONSISTENCY)
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def ids(self) -> NDArray[np.int64]:
+        """Every id in the collection, sorted."""
+        out: list[int] = []
+        iterator = self.client.query_iterator(
+            self.collection, batch_size=_BATCH * 5, filter=f"{_ID} >= 0", output_fields=[_ID]
+        )
+        try:
+            while rows := iterator.next():
+                out.extend(int(r[_ID]) for r in rows)
+        finally:
+            iterator.close()
+        return np.sort(np.array(out, dtype=np.int64))
+
+    def add(self, ids: NDArray[np.int64], vectors: NDArray[np.float32]) -> None:
+        """Upsert `ids` with their vectors and the classes the metadata database holds for them."""
+        if len(ids) == 0:
+            return
+        vectors = checked_vectors(ids, vectors, self.meta.dim)
+        classes = _classes_of(self.store, [int(i) for i in ids])
+        for start in range(0, len(ids), _BATCH):
+            rows = [
+                {_ID: int(i), _VECTOR: v, _CLASSES: classes.get(int(i), [])}
+                for i, v in zip(ids[start : start + _BATCH], vectors[start : start + _BATCH], strict=True)
+            ]
+            self.client.upsert(self.collection, rows)
+
+    def remove(self, ids: NDArray[np.int64]) -> None:
+        if len(ids) == 0:
+            return
+        for start in range(0, len(ids), _BATCH):
+            self.client.delete(self.collection, ids=[int(i) for i in ids[start : start + _BATCH]])
+
+    def search(
+        self,
+        queries: NDArray[np.float32],
+        k: int,
+        allowed: NDArray[np.int64] | None = None,
+        classes: Iterable[int] | None = None,
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Top-k inner products and ids per query; -1 ids pad rows with fewer than k results.
+
+        `classes` keeps images with any of those top classes (filtered inside Milvus); `allowed` keeps
+        those ids (meant for small sets).
+        """
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.meta.dim)
+        filters = []
+        if classes is not None:
+            filters.append(f"array_contains_any({_CLASSES}, {sorted(int(c) for c in classes)})")
+        if allowed is not None:
+            filters.append(f"{_ID} in {[int(i) for i in allowed]}")
+        k = max(1, min(k, 16384))  # Milvus's topk limit
+        params: dict[str, Any] = {"metric_type": "IP"}
+        if self.meta.kind == "hnsw":
+            params["params"] = {"ef": max(self.ef_search, k)}
+        results = self.client.search(
+            self.collection,
+            data=list(queries),
+            filter=" and ".join(filters),
+            limit=k,
+            output_fields=[_ID],
+            search_params=params,
+            consistency_level=CONSISTENCY,
+        )
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        out_ids = np.full((len(queries), k), -1, dtype=np.int64)
+        for row, hits in enumerate(results):
+            for col, hit in enumerate(hits[:k]):
+                out_ids[row, col] = int(hit["id"])
+                scores[row, col] = float(hit["distance"])
+        return scores, out_ids
+
+    def search_classes(
+        self, queries: NDArray[np.float32], k: int, classes: Iterable[int]
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """`search` among images whose top predictions include any of `classes`."""
+        return self.search(queries, k, classes=classes)
+
+    def save(self, path: Path | None = None) -> None:
+        """Make recent writes durable in sealed segments (Milvus persists them on its own anyway)."""
+        self.client.flush(self.collection)
+        self.dirty = False
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _classes_of(store: ImageStore, ids: list[int]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    with store.session() as s:
+        for start in range(0, len(ids), 900):
+            query = select(LabelRow.image_id, LabelRow.class_index).where(
+                LabelRow.image_id.in_(ids[start : start + 900])
+            )
+            for image_id, class_index in s.execute(query):
+                out.setdefault(int(image_id), []).append(int(class_index))
+    return out
+
+
+def open_milvus(settings: Settings, store: ImageStore, meta: IndexMeta) -> MilvusVectorStore:
+    """The collection, reconciled with the metadata database: vectors of deleted rows removed, missing added.
+
+    Raises:
+        BackendUnavailable: see `MilvusVectorStore`.
+    """
+    vectors = MilvusVectorStore(settings, store, meta)
+    try:
+        stored, indexed = store.ids(), vectors.ids()
+        extra = np.setdiff1d(indexed, stored, assume_unique=True)
+        if len(extra):
+            log.warning("removing %d vectors with no stored image", len(extra))
+            vectors.remove(extra)
+        missing = np.setdiff1d(stored, indexed, assume_unique=True)
+        for start in range(0, len(missing), 10_000):
+            chunk = missing[start : start + 10_000]
+            # Another replica may delete some of these meanwhile: add what is still stored.
+            present = np.array(sorted(store.get_many(chunk.tolist())), dtype=np.int64)
+            if len(present):
+                vectors.add(present, store.embeddings(present.tolist(), meta.dim))
+        if len(missing):
+            log.warning("added %d stored images the Milvus collection lacked", len(missing))
+    except BaseException:
+        vectors.close()
+        raise
+    return vectors
+
+
+def rebuild_milvus(settings: Settings, store: ImageStore, meta: IndexMeta) -> tuple[int, str]:
+    """Drop the collection and fill a new one (for `meta`'s model and dimension) from the metadata database.
+
+    Returns (vectors, index kind).
+
+    Raises:
+        BackendUnavailable: Milvus cannot be reached.
+    """
+    from pymilvus import MilvusClient
+    from pymilvus.exceptions import MilvusException
+
+    uri = settings.milvus_uri or str(settings.data_dir / "milvus.db")
+    try:
+        client = MilvusClient(uri, token=settings.milvus_token, timeout=30)
+        try:
+            if client.has_collection(settings.milvus_collection):
+                client.drop_collection(settings.milvus_collection)
+        finally:
+            client.close()
+    except MilvusException as exc:
+        raise _milvus_error(uri, exc) from exc
+    vectors = MilvusVectorStore(settings, store, meta)
+    try:
+        for ids, batch in store.iter_embeddings():
+            vectors.add(ids, batch)
+        vectors.save()
+        return len(vectors), vectors.meta.kind
+    finally:
+        vectors.close()
