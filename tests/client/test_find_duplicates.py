@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -148,6 +149,27 @@ def test_an_empty_folder_has_no_groups(capsys: pytest.CaptureFixture[str], tmp_p
     (tmp_path / "empty").mkdir()
     code, out, _ = run(capsys, main, *_args(tmp_path / "empty", tmp_path, "--json"))
     assert code == 0 and json.loads(out) == {"threshold": NEAR, "groups": []}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["auto", "onnxruntime"])
+def test_a_rerun_over_a_folder_holding_a_truncated_jpeg_exits_cleanly(
+    tmp_path: Path, truncated_jpeg: bytes, engine: str
+) -> None:
+    # The truncated file is read again on every run (it was never stored); nothing else needs the model.
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("astronaut.jpg", "coffee.jpg", "cat.png"):
+        shutil.copy(IMAGES_DIR / name, folder / name)
+    (folder / "broken.jpg").write_bytes(truncated_jpeg)
+    command = [sys.executable, "-m", "client.duplicates", "--images_folder", str(folder)]
+    command += ["--data_dir", str(tmp_path / "data")]
+    env = {**os.environ, "IMGSIM_ENGINE": engine}
+    for _ in range(5):
+        done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "0 groups of near-duplicates" in done.stdout
+        assert done.stderr.startswith("skipped broken.jpg: ") and "terminate called" not in done.stderr
 
 
 def test_the_module_form_has_help_with_an_example() -> None:
