@@ -110,7 +110,7 @@ def test_move_to_moves_all_but_the_kept_file_and_never_overwrites(
     assert not (photo_folder / "astronaut_mirror.jpg").exists() and not (photo_folder / "astronaut_small.jpg").exists()
     assert (target / "astronaut_mirror.jpg").exists() and (target / "astronaut_small (1).jpg").exists()
     assert (target / "astronaut_small.jpg").read_bytes() == b"already here"
-    assert out.count("moved ") == 2
+    assert sum(line.startswith("moved ") for line in out.splitlines()) == 2
     # Nothing else moved; a second run finds no groups and moves nothing.
     assert sorted(p.name for p in photo_folder.iterdir()) == [
         "astronaut.jpg",
@@ -120,7 +120,7 @@ def test_move_to_moves_all_but_the_kept_file_and_never_overwrites(
         "sub",
     ]
     code, out, _ = run(capsys, main, *_args(photo_folder, tmp_path, "--move-to", str(target)))
-    assert code == 0 and "moved" not in out
+    assert code == 0 and "moved" not in out and len(list(target.glob("find-duplicates-*.json"))) == 1
 
 
 def test_nothing_moves_without_move_to(capsys: pytest.CaptureFixture[str], photo_folder: Path, tmp_path: Path) -> None:
@@ -180,4 +180,5 @@ def test_the_module_form_has_help_with_an_example() -> None:
         text=True,
         check=False,
     )
-    assert done.returncode == 0 and "example:" in done.stdout and "--move-to" in done.stdout
+    assert done.returncode == 0 and "example:" in done.stdout
+    assert "--move-to" in done.stdout and "--undo MANIFEST" in done.stdout and "manifest" in done.stdout
