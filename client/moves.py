@@ -35,7 +35,7 @@ MANIFEST_KIND = "find-duplicates moves"
 MANIFEST_VERSION = 1
 # Before each batch of moves the whole manifest is rewritten; a batch is a quarter of the moves done so far
 # (at least one), so n moves rewrite it about 4.5 ln(n) times rather than n times: a manifest of 5000 moves
-# is 1.7 MB, and rewriting it before every move would take longer than the moves (`tests/benchmarks/moves.py`).
+# is 1.7 MB, and rewriting it before every move would take longer than the moves (`tests/benchmarks/bench_moves.py`).
 BATCH_FRACTION = 4
 # errno values for which os.link cannot place a file, yet a copy may: another filesystem, or one without hard
 # links (FAT, some network shares); EPERM also when hard links to others' files are protected.
