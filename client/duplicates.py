@@ -1,31 +1,44 @@
 """`find-duplicates`: ingest a folder, then print its groups of near-duplicate images (or write them, or move
-all but the kept image of each group). The grouping is the library's (`index.duplicates`)."""
+all but the kept image of each group, and back). The grouping is the library's (`index.duplicates`); moving
+is `client.moves`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from tqdm import tqdm
 
-from client.cli import _fail, _settings, exit_now
+from client.cli import INTERRUPTED, _fail, _settings, exit_now
 from client.local import PROGRESS_MIN_IMAGES
+from client.moves import LeftFile, Move, move_duplicates, target_inside, undo_moves
 from client.report import FileCopy, FileGroup, duplicates_csv, duplicates_json, format_duplicates
 from index.duplicates import DuplicateReport
 from index.errors import ImgsimError, InvalidArgument
-from index.ingest import list_image_files
+from index.ingest import IngestResult, list_image_files
 from index.pipeline import ImageSource
 
 DESCRIPTION = """Find groups of near-duplicate images in a folder.
 
 The folder is ingested into the persistent index first (only content the index has not seen is embedded);
 then its images are grouped: every image of a group is within the threshold of the one to keep (the largest
-resolution, then the oldest). Nothing is moved or deleted unless --move-to is given.
+resolution, then the oldest). Nothing is moved unless --move-to is given; nothing is ever deleted or
+overwritten.
+
+--move-to DIR moves every file but the kept one of each group into DIR (a name taken there gets " (1)",
+" (2)"...). It never moves the kept file, a hard or symbolic link to it, nor any symbolic link (it holds no
+bytes of its own). Each file is checked right before it moves: its size and SHA-256, and its kept file's,
+must still be those ingested, or it stays in place and is reported. DIR may not be the folder nor inside it
+(refused before anything is done): a later scan would find the moved copies beside the originals, and
+could then keep a copy and move an original away. Every move is recorded before it happens in a manifest in
+DIR (find-duplicates-DATE-TIME.json: the folder, DIR, the times, and per move from, to, sha256, size,
+group, kept file), whose path is printed; a run that stops half-way leaves it listing every move done.
+--undo MANIFEST puts the files back, each checked to be the same bytes; a path taken again is reported and
+skipped. Exit code 1 when a file could not be moved (or put back), 130 on Ctrl-C.
 
 levels (duplicate similarity thresholds, calibrated per embedding definition):
   exact    the same photo, resized or recompressed
@@ -36,6 +49,7 @@ example:
   find-duplicates --images_folder photos --recursive
   find-duplicates --images_folder photos --json > groups.json
   find-duplicates --images_folder photos --html report.html --move-to photos-duplicates
+  find-duplicates --undo photos-duplicates/find-duplicates-20250101-120000.json
 """
 
 
@@ -52,56 +66,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text")
     p.add_argument("--csv", action="store_true", help="print CSV (one row per file) instead of the text")
     p.add_argument("--html", default=None, metavar="FILE", help="also write a self-contained HTML report")
-    p.add_argument("--move-to", dest="move_to", default=None, metavar="DIR", help="move all but the kept file")
+    p.add_argument(
+        "--move-to",
+        dest="move_to",
+        default=None,
+        metavar="DIR",
+        help="move all but the kept file of each group into DIR (outside the folder), writing a manifest there",
+    )
+    p.add_argument(
+        "--undo", default=None, metavar="MANIFEST", help="put back the files a --move-to manifest lists, and stop"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
     return p
 
 
-def file_groups(report: DuplicateReport, ids: dict[Path, int]) -> list[FileGroup]:
-    """The library's groups as files of the folder; groups with fewer than two of its files are left out."""
+def file_groups(report: DuplicateReport, stored: dict[Path, IngestResult]) -> list[FileGroup]:
+    """The library's groups as files of the folder (`stored`: each file's ingest result); groups with fewer
+    than two of its files are left out. Of the files of the kept image, the one kept is the first that is not
+    a symbolic link."""
     files_of: dict[int, list[Path]] = {}
-    for path, image_id in ids.items():
-        files_of.setdefault(image_id, []).append(path)
+    for path, result in stored.items():
+        if result.id is not None:
+            files_of.setdefault(result.id, []).append(path)
     out = []
     for group in report.groups:
         files = [
-            FileCopy(m.image.id, path.name, str(path), m.similarity, False)
+            FileCopy(
+                m.image.id, path.name, str(path), m.similarity, False, stored[path].sha256 or "", m.image.byte_size
+            )
             for m in group.members
             for path in sorted(files_of.get(m.image.id, []))
         ]
         if len(files) < 2:
             continue
-        kept = next((n for n, f in enumerate(files) if f.id == group.keep), 0)
+        of_kept = [n for n, f in enumerate(files) if f.id == group.keep]
+        kept = min(of_kept, key=lambda n: (Path(files[n].path).is_symlink(), n)) if of_kept else 0
         files.insert(0, files.pop(kept))
-        files[0] = FileCopy(files[0].id, files[0].filename, files[0].path, 1.0, True)
-        out.append(FileGroup(files[0].id, files))
+        k = files[0]
+        files[0] = FileCopy(k.id, k.filename, k.path, 1.0, True, k.sha256, k.size)
+        out.append(FileGroup(k.id, files))
     out.sort(key=lambda g: -len(g.files))
     return out
-
-
-def free_name(folder: Path, name: str) -> Path:
-    """`folder / name`, or with ' (1)', ' (2)'... before the suffix when that exists: nothing is overwritten."""
-    target = folder / name
-    stem, suffix, n = Path(name).stem, Path(name).suffix, 1
-    while target.exists():
-        target = folder / f"{stem} ({n}){suffix}"
-        n += 1
-    return target
-
-
-def move_copies(groups: Sequence[FileGroup], folder: Path) -> list[tuple[Path, Path]]:
-    """Move every file but the kept one of each group into `folder`; returns (from, to) per file moved."""
-    folder.mkdir(parents=True, exist_ok=True)
-    moved = []
-    for group in groups:
-        for f in group.files[1:]:
-            source = Path(f.path)
-            if not source.exists():
-                continue
-            target = free_name(folder, source.name)
-            shutil.move(source, target)
-            moved.append((source, target))
-    return moved
 
 
 def find_duplicates(args: argparse.Namespace) -> tuple[float, list[FileGroup]]:
@@ -122,9 +127,90 @@ def find_duplicates(args: argparse.Namespace) -> tuple[float, list[FileGroup]]:
         for r in results:
             if r.status == "error":
                 print(f"skipped {r.name}: {r.error}", file=sys.stderr)
-        ids = {Path(f): r.id for f, r in zip(files, results, strict=True) if r.id is not None}
-        report = index.duplicate_groups(args.level, args.threshold, among=set(ids.values()))
-    return report.threshold, file_groups(report, ids)
+        stored = {Path(f): r for f, r in zip(files, results, strict=True) if r.id is not None}
+        report = index.duplicate_groups(args.level, args.threshold, among={r.id for r in stored.values() if r.id})
+    return report.threshold, file_groups(report, stored)
+
+
+def check_move_target(folder: Path, target: Path) -> None:
+    """Refuse a --move-to folder that cannot take the moved copies safely.
+
+    Raises:
+        InvalidArgument: it is a file, or the scanned folder or inside it.
+    """
+    if target.exists() and not target.is_dir():
+        raise InvalidArgument(f"--move-to {target} exists and is not a folder")
+    if target_inside(folder, target):
+        raise InvalidArgument(
+            f"--move-to {target} is inside the scanned folder {folder}: a later scan would find the moved copies "
+            "beside the originals; choose a folder outside it"
+        )
+
+
+def move_found(groups: Sequence[FileGroup], folder: Path, target: Path, out: TextIO) -> int:
+    """Move all but the kept file of each group into `target`, print each move (on `out`) and each file left
+    (on stderr), and the manifest's path; the exit code.
+
+    Raises:
+        OSError: `target` or its manifest could not be created (nothing was moved).
+    """
+
+    def moved(m: Move) -> None:
+        print(f"moved {m.source} -> {m.target}", file=out, flush=True)
+
+    def left(f: LeftFile) -> None:
+        print(f"left {f.path}: {f.reason}", file=sys.stderr, flush=True)
+
+    report = move_duplicates(groups, folder, target, on_move=moved, on_left=left)
+    if report.manifest is None:
+        return 0
+    n = len(report.moved)
+    files = f"{n} {'file' if n == 1 else 'files'}"
+    print(
+        f"{files} moved to {target}; manifest {report.manifest} "
+        f"(find-duplicates --undo {report.manifest} puts them back)",
+        file=out,
+    )
+    if report.interrupted:
+        print(f"interrupted after {files} moved: the manifest {report.manifest} lists them", file=sys.stderr)
+        return INTERRUPTED
+    if report.stopped:
+        return _fail(f"{report.stopped}; stopped after {files} moved")
+    failed = sum(f.kind != "same file" for f in report.left)
+    if failed:
+        return _fail(
+            f"{failed} {'file was' if failed == 1 else 'files were'} left in place (listed above and in the manifest)"
+        )
+    return 0
+
+
+def undo(manifest: Path) -> int:
+    """`--undo`: put the moved files back, print what was done; the exit code.
+
+    Raises:
+        InvalidArgument: `manifest` is not a readable manifest.
+    """
+
+    def restored(m: Move) -> None:
+        print(f"restored {m.target} -> {m.source}", flush=True)
+
+    try:
+        report = undo_moves(manifest, on_restore=restored)
+    except KeyboardInterrupt:
+        print(f"interrupted: --undo {manifest} again finishes the job", file=sys.stderr)
+        return INTERRUPTED
+    for f in report.left:
+        print(f"left {f.path}: {f.reason}", file=sys.stderr)
+    print(
+        f"{len(report.restored)} restored, {report.already} already back, {len(report.left)} left; "
+        f"manifest {manifest} {'not ' if report.saved else ''}updated"
+    )
+    if report.saved:
+        return _fail(report.saved)
+    if report.left:
+        n = len(report.left)
+        return _fail(f"{n} {'file was' if n == 1 else 'files were'} not put back (listed above)")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -133,9 +219,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.json and args.csv:
         return _fail("give --json or --csv, not both")
+    if args.undo:
+        if args.move_to:
+            return _fail("give --move-to or --undo, not both")
+        try:
+            return undo(Path(args.undo))
+        except ImgsimError as exc:
+            return _fail(str(exc))
     try:
-        if args.move_to and Path(args.move_to).exists() and not Path(args.move_to).is_dir():
-            raise InvalidArgument(f"--move-to {args.move_to} exists and is not a folder")
+        if args.move_to:
+            check_move_target(Path(args.images_folder), Path(args.move_to))  # before any work
         threshold, groups = find_duplicates(args)
         if args.html:
             from client.html import duplicates_html
@@ -145,6 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except OSError as exc:
         return _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+    except KeyboardInterrupt:
+        moved = "; nothing was moved" if args.move_to else ""
+        print(f"interrupted: the images stored before Ctrl-C are kept{moved}", file=sys.stderr)
+        return INTERRUPTED
     if args.json:
         print(duplicates_json(threshold, groups))
     elif args.csv:
@@ -153,11 +250,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_duplicates(threshold, groups))
     if args.move_to:
         try:
-            moved = move_copies(groups, Path(args.move_to))
+            return move_found(
+                groups,
+                Path(args.images_folder),
+                Path(args.move_to),
+                sys.stderr if args.json or args.csv else sys.stdout,
+            )
         except OSError as exc:
-            return _fail(f"moving failed: {exc}")
-        for source, target in moved:
-            print(f"moved {source} -> {target}", file=sys.stderr if args.json or args.csv else sys.stdout)
+            return _fail(f"nothing moved: cannot write in {args.move_to}: {exc.strerror or exc}")
     return 0
 
 

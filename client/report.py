@@ -116,6 +116,8 @@ class FileCopy:
     path: str
     similarity: float  # to the kept file
     kept: bool
+    sha256: str = ""  # of the bytes ingested from `path`
+    size: int = 0  # bytes
 
 
 @dataclass(frozen=True)

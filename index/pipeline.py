@@ -135,20 +135,25 @@ def decode_stream(
     workers: int,
     window: int,
     overlap: bool | Callable[[], bool] = True,
+    on_decoded: Callable[[], None] | None = None,
 ) -> Iterator[tuple[ReadImage, DecodeOutcome]]:
     """Decode in a thread pool, yielding results in input order, at most `window` ahead of the consumer.
 
     Without `overlap`, nothing is decoded while the consumer works: `window` items are decoded together,
-    then handed over. A callable is asked again each time the window is full.
+    then handed over. A callable is asked again each time the window is full. `on_decoded` is called on a
+    decode thread after each image that decodes, in whatever order they finish.
     """
     overlapping = overlap if callable(overlap) else lambda: overlap
     pre = embedder.preprocessing
 
     def decode(item: ReadImage) -> DecodeOutcome:
         try:
-            return decode_for_model(item.data, pre, max_pixels, sha256=item.sha256)
+            decoded = decode_for_model(item.data, pre, max_pixels, sha256=item.sha256)
         except (ImageDecodeError, ImageTooLarge) as exc:
             return exc
+        if on_decoded is not None:
+            on_decoded()
+        return decoded
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending: deque[tuple[ReadImage, Future[DecodeOutcome]]] = deque()
@@ -228,17 +233,18 @@ def embed_read(
             ok.append(item)
     if not ok:
         return  # nothing to decode: the model (and torch) is never loaded
-
-    overlap: bool | Callable[[], bool]
-    warming = not embedder.loaded
-    if warming:
-        # Importing torch and loading the weights takes seconds of mostly single-threaded work: decode well
-        # ahead meanwhile, on the cores it leaves idle; once loaded, overlap only where it pays.
-        embedder.load_in_background()
     if device_decode and embedder.device.type == "cuda":
         yield from embed_decoding_on_device(ok, embedder, max_pixels, batch_size, on_error)
         return
-    if warming:
+
+    overlap: bool | Callable[[], bool]
+    on_decoded: Callable[[], None] | None = None
+    if not embedder.loaded:
+        # Importing torch and loading the weights takes seconds of mostly single-threaded work: decode well
+        # ahead meanwhile, on the cores it leaves idle; once loaded, overlap only where it pays. The load starts
+        # with the first image that decodes, so when none does (a re-run whose only unread file is a truncated
+        # JPEG) the model is never loaded.
+        on_decoded = embedder.load_in_background
         window = max(2 * batch_size, WARMUP_DECODE_WINDOW)
 
         def overlap() -> bool:
@@ -249,7 +255,7 @@ def embed_read(
         window = 2 * batch_size if overlap else batch_size
 
     def decoded() -> Iterator[tuple[ReadImage, DecodedImage]]:
-        for item, outcome in decode_stream(ok, embedder, max_pixels, workers, window, overlap):
+        for item, outcome in decode_stream(ok, embedder, max_pixels, workers, window, overlap, on_decoded):
             if isinstance(outcome, ImgsimError):
                 on_error(item, outcome)
             else:

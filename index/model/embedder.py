@@ -55,6 +55,7 @@ class Embedder:
         self._settings = settings
         self.engine: InferenceEngine = create_engine(settings, self.spec, self.embedding)
         self._load_lock = threading.Lock()
+        self._loader_lock = threading.Lock()
         self._loader: threading.Thread | None = None
 
     @property
@@ -108,10 +109,16 @@ class Embedder:
         return features + (classes if self.embedding.logits_weight > 0 else 0)
 
     def load_in_background(self) -> None:
-        """Start loading (imports, weights) on another thread, so the caller can decode images meanwhile."""
-        if not self.loaded and self._loader is None:
-            self._loader = threading.Thread(target=self._load_quietly, name="imgsim-model-load", daemon=True)
-            self._loader.start()
+        """Start loading (imports, weights) on another thread, so the caller can decode images meanwhile.
+
+        Safe to call from any thread, as often as wanted: one load is started. The thread is not a daemon, so
+        the interpreter waits for it at exit: a process torn down while ONNX Runtime or OpenVINO builds its
+        session (and its native thread pools) aborts in C++ (`terminate called without an active exception`).
+        """
+        with self._loader_lock:
+            if not self.loaded and self._loader is None:
+                self._loader = threading.Thread(target=self._load_quietly, name="imgsim-model-load")
+                self._loader.start()
 
     def _load_quietly(self) -> None:
         # Errors are not lost: the next load() on the caller's thread raises them again.

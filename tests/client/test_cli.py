@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -298,6 +299,20 @@ def test_a_cold_root_script_run_prints_everything_and_persists_before_its_fast_e
     assert ranking(warm.stdout) == ranking(cold.stdout)
     assert "0 embedded, 10 already indexed" in warm.stderr
     assert "WARNING" not in warm.stderr
+
+
+@pytest.mark.slow
+def test_a_rerun_over_a_folder_holding_a_truncated_jpeg_exits_cleanly(
+    tmp_path: Path, images_copy: Path, truncated_jpeg: bytes
+) -> None:
+    (images_copy / "broken.jpg").write_bytes(truncated_jpeg)
+    command = [sys.executable, "similarity_analysis.py", "--images_folder", str(images_copy), "--quiet"]
+    command += ["--data_dir", str(tmp_path / "data")]
+    env = {**os.environ, "IMGSIM_ENGINE": "onnxruntime"}
+    for _ in range(4):
+        done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert len(ranking(done.stdout)) == 9 and "terminate called" not in done.stderr
 
 
 # --- scriptable outputs ---------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,19 @@ def test_an_unloaded_model_loads_while_images_decode_and_gives_the_same_vectors(
     want = [e for batch in embed_read(items, embedder, 10**8, 4, 2, lambda *_: None) for e in batch]
     assert [e.source.name for e in got] == [e.source.name for e in want]
     np.testing.assert_allclose(np.stack([e.embedding for e in got]), np.stack([e.embedding for e in want]), atol=2e-2)
+
+
+def test_when_no_image_decodes_the_model_is_never_loaded(truncated_jpeg: bytes) -> None:
+    fresh = Embedder(Settings())
+    bad = [
+        ReadImage(ImageSource(name=f"bad{n}.jpg", data=data), data, f"{n:064x}")
+        for n, data in enumerate([truncated_jpeg, b"not an image"])
+    ]
+    errors: list[str] = []
+    assert list(embed_read(bad, fresh, 10**8, 4, 2, lambda item, _: errors.append(item.source.name))) == []
+    assert sorted(errors) == ["bad0.jpg", "bad1.jpg"]
+    assert fresh._loader is None and not fresh.loaded
+    assert "imgsim-model-load" not in {t.name for t in threading.enumerate()}
 
 
 def test_jpegs_decoded_by_torchvision_crop_like_pillow(images_dir: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +13,12 @@ import pytest
 from index.config import Settings
 from index.errors import UnknownModel, WeightsNotFound
 from index.model.embedder import Embedder, select_precision
+from index.model.engines import installed_engines
 from index.model.engines.torch_engine import TorchEngine
 from index.model.imaging import decode_for_model
 from index.model.registry import REGISTRY, imagenet_labels, resolve_embedding, resolve_model
 from index.model.weights import map_lite_checkpoint_keys
-from tests.conftest import model_version
+from tests.conftest import REPO_ROOT, model_version
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967
@@ -74,6 +77,32 @@ def test_a_background_load_failure_is_raised_by_the_next_load(tmp_path: Path) ->
     assert not embedder.loaded
     with pytest.raises(WeightsNotFound):
         embedder.load()
+
+
+# Started as a separate process: the model begins to load on a background thread, and the process exits
+# `delay` seconds later, while the engine may still be building its session.
+EXIT_WHILE_LOADING = """
+import sys, time
+from index.config import Settings
+from index.model.embedder import Embedder
+Embedder(Settings(engine=sys.argv[1])).load_in_background()
+time.sleep(float(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("engine", installed_engines())
+def test_a_process_that_exits_while_the_model_loads_in_the_background_exits_cleanly(engine: str) -> None:
+    Embedder(Settings(engine=engine)).load()  # the export the engine runs is made before, not in the window
+    for delay in ("0.05", "0.1", "0.2"):
+        done = subprocess.run(
+            [sys.executable, "-c", EXIT_WHILE_LOADING, engine, delay],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, (delay, done.stderr[-2000:])
+        assert "terminate called" not in done.stderr
 
 
 @pytest.mark.parametrize("name", ["resnet50", "efficientnet_lite9", "timm/not_an_architecture", ""])
