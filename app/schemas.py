@@ -10,7 +10,8 @@ from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
 from index.config import Metric
-from index.duplicates import DuplicateGroup, DuplicateMember
+from index.duplicates import DuplicateGroup, DuplicateMember, group_is_copies, group_reason
+from index.duplicates.verification import Evidence
 from index.model.registry import Prediction
 from index.search import SearchHit
 from index.service import IndexStats
@@ -130,6 +131,33 @@ class QueryOut(BaseModel):
     sha256: str = Field(description="SHA-256 of its bytes (hex)")
 
 
+class EvidenceOut(BaseModel):
+    """What the pixels of an image and the kept one say (the verification of `exact` and `near`)."""
+
+    copy_: bool = Field(
+        alias="copy", description="Proven to come from one capture (for `exact`: to be the same picture)"
+    )
+    kind: Literal["identical bytes", "identical pixels", "aligned", "framing", "none"] = Field(
+        description="'identical bytes'/'identical pixels' (exact); 'aligned': local features matched under a "
+        "scale-rotation-translation (mirrored too) and the aligned pixels agree; 'framing': the same framing "
+        "agrees pixel for pixel; 'none': no such evidence"
+    )
+    inliers: int | None = Field(default=None, description="Matched points the alignment explains")
+    flow_px: float | None = Field(
+        default=None, description="Residual optical flow after alignment (75th percentile, px at the compared scale)"
+    )
+    spread: float | None = Field(default=None, description="Share of the overlap the matched points span")
+    scale: float | None = Field(default=None, description="Size of the kept image over this one's")
+    rotation: float | None = Field(default=None, description="Rotation between the two, degrees")
+    mirrored: bool = Field(default=False, description="One is the other mirrored")
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    @classmethod
+    def of(cls, evidence: Evidence | None) -> EvidenceOut | None:
+        return None if evidence is None else cls.model_validate(evidence.as_dict())
+
+
 class HitOut(BaseModel):
     id: int = Field(description="Stored image id")
     filename: str = Field(description="The first name the image was stored under")
@@ -137,12 +165,15 @@ class HitOut(BaseModel):
     score: float = Field(description="Similarity for cosine and dot (higher is closer); distance for euclidean")
     predictions: list[PredictionOut] = Field(description="Its top ImageNet classes, best first")
     duplicate: bool = Field(
-        default=False, description="A near-duplicate of the query (the `near` level): such hits come first"
+        default=False,
+        description="A stored copy of the query, proven by the pixels as at the `near` level: such hits come first",
     )
+    evidence: EvidenceOut | None = Field(default=None, description="For a duplicate: the verification's evidence")
 
     @classmethod
     def of(cls, hit: SearchHit) -> HitOut:
-        return cls.from_info(hit.image, hit.score).model_copy(update={"duplicate": hit.duplicate})
+        update = {"duplicate": hit.duplicate, "evidence": EvidenceOut.of(hit.evidence)}
+        return cls.from_info(hit.image, hit.score).model_copy(update=update)
 
     @classmethod
     def from_info(cls, info: ImageInfo, score: float) -> HitOut:
@@ -162,6 +193,16 @@ class SearchResponse(BaseModel):
                     "score": 0.9673,
                     "predictions": CAT_PREDICTIONS,
                     "duplicate": True,
+                    "evidence": {
+                        "copy": True,
+                        "kind": "aligned",
+                        "inliers": 212,
+                        "flow_px": 0.0812,
+                        "spread": 0.7431,
+                        "scale": 1.1364,
+                        "rotation": 0.0114,
+                        "mirrored": False,
+                    },
                 }
             ],
         }
@@ -237,24 +278,54 @@ class ReadyOut(BaseModel):
 
 class DuplicateImageOut(ImageOut):
     similarity: float = Field(ge=-1, le=1, description="Duplicate similarity to the kept image (1 for itself)")
+    evidence: EvidenceOut | None = Field(
+        default=None, description="The verification against the kept image (null for the kept image, or unverified)"
+    )
 
     @classmethod
     def of_member(cls, member: DuplicateMember) -> DuplicateImageOut:
-        return cls.model_validate({**ImageOut.of(member.image).model_dump(), "similarity": member.similarity})
+        return cls.model_validate(
+            {
+                **ImageOut.of(member.image).model_dump(),
+                "similarity": member.similarity,
+                "evidence": EvidenceOut.of(member.evidence),
+            }
+        )
+
+
+DuplicateLevel = Literal["exact", "near", "similar"]
 
 
 class DuplicateGroupOut(BaseModel):
-    keep: int = Field(description="Id of the image to keep: the largest resolution, then the oldest")
+    keep: int = Field(
+        description="Id of the image to keep: the largest resolution, then the larger file, then the richer EXIF "
+        "(date taken, GPS), then the oldest"
+    )
+    level: DuplicateLevel | None = Field(
+        description="The level the group was found at (null: a threshold of one's own)"
+    )
+    copies: bool = Field(
+        description="Every member is a proven copy of the kept image (exact and near): removing them loses no picture"
+    )
+    reason: str = Field(description="Why these images are a group, in words")
     images: list[DuplicateImageOut] = Field(description="The kept image first, then by similarity to it")
 
     @classmethod
     def of(cls, group: DuplicateGroup) -> DuplicateGroupOut:
-        return cls(keep=group.keep, images=[DuplicateImageOut.of_member(m) for m in group.members])
+        return cls(
+            keep=group.keep,
+            level=group.level,
+            copies=group_is_copies(group),
+            reason=group_reason(group),
+            images=[DuplicateImageOut.of_member(m) for m in group.members],
+        )
 
 
 class DuplicatesResponse(BaseModel):
-    total: int = Field(description="Number of groups at this threshold")
-    threshold: float = Field(description="The duplicate similarity threshold used")
+    total: int = Field(description="Number of groups")
+    level: DuplicateLevel | None = Field(description="The level asked for (null when a threshold was given)")
+    meaning: str = Field(description="What the level means")
+    threshold: float = Field(description="The duplicate similarity every candidate pair reached")
     offset: int = Field(description="Groups skipped (pagination)")
     limit: int = Field(description="Most groups returned")
     groups: list[DuplicateGroupOut] = Field(description="Largest groups first")
@@ -262,5 +333,6 @@ class DuplicatesResponse(BaseModel):
 
 class ImageDuplicatesResponse(BaseModel):
     id: int = Field(description="The stored image asked about")
-    threshold: float = Field(description="The duplicate similarity threshold used")
-    images: list[DuplicateImageOut] = Field(description="Its near-duplicates, most similar first; itself left out")
+    level: DuplicateLevel | None = Field(description="The level asked for (null when a threshold was given)")
+    threshold: float = Field(description="The duplicate similarity every candidate pair reached")
+    images: list[DuplicateImageOut] = Field(description="Its duplicates, most similar first; itself left out")

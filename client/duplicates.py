@@ -16,8 +16,15 @@ from tqdm import tqdm
 from client.cli import INTERRUPTED, _fail, _settings, exit_now
 from client.local import PROGRESS_MIN_IMAGES
 from client.moves import LeftFile, Move, move_duplicates, target_inside, undo_moves
-from client.report import FileCopy, FileGroup, duplicates_csv, duplicates_json, format_duplicates
-from index.duplicates import DuplicateReport
+from client.report import (
+    DuplicatesHeader,
+    FileCopy,
+    FileGroup,
+    duplicates_csv,
+    duplicates_json,
+    format_duplicates,
+)
+from index.duplicates import LEVEL_MEANINGS, DuplicateReport, group_is_copies, group_reason
 from index.errors import ImgsimError, InvalidArgument
 from index.ingest import IngestResult, list_image_files
 from index.pipeline import ImageSource
@@ -25,9 +32,10 @@ from index.pipeline import ImageSource
 DESCRIPTION = """Find groups of near-duplicate images in a folder.
 
 The folder is ingested into the persistent index first (only content the index has not seen is embedded);
-then its images are grouped: every image of a group is within the threshold of the one to keep (the largest
-resolution, then the oldest). Nothing is moved unless --move-to is given; nothing is ever deleted or
-overwritten.
+then its images are grouped: every image of a group is a duplicate of the one to keep (the largest
+resolution, then the larger file, then the richer EXIF, then the oldest), not only of another member.
+Nothing is moved unless --move-to is given; nothing is ever deleted or overwritten. Pairs a person said are
+not duplicates (the web page's "Keep all", POST /duplicates/dismiss) are never grouped.
 
 --move-to DIR moves every file but the kept one of each group into DIR (a name taken there gets " (1)",
 " (2)"...). It never moves the kept file, a hard or symbolic link to it, nor any symbolic link (it holds no
@@ -40,10 +48,15 @@ group, kept file), whose path is printed; a run that stops half-way leaves it li
 --undo MANIFEST puts the files back, each checked to be the same bytes; a path taken again is reported and
 skipped. Exit code 1 when a file could not be moved (or put back), 130 on Ctrl-C.
 
-levels (duplicate similarity thresholds, calibrated per embedding definition):
-  exact    the same photo, resized or recompressed
-  near     edited copies: crops, recompression, mirroring, overlays, colour changes (default)
-  similar  looser: more copies found, and some different photos of one scene
+levels (what counts as a duplicate):
+  exact    the same picture: identical bytes, or identical pixels once decoded and turned upright (EXIF)
+  near     copies of one capture (default): resized, recompressed, cropped, mirrored, rotated a little,
+           recoloured, greyscale, with text, a logo or a border added, or a screenshot of it; each pair is
+           checked on its pixels (aligned local features, then the residual optical flow), so another photo
+           of the same thing, even taken moments apart, is not a copy
+  similar  the same scene or object, also in other captures (burst shots, another viewpoint): similar photos,
+           not copies; --move-to refuses them
+  --threshold T groups photos at least T similar (0.5 to 1; nothing checked on the pixels, like similar)
 
 example:
   find-duplicates --images_folder photos --recursive
@@ -61,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_dir", default=None, help="index location (default: $IMGSIM_DATA_DIR or data)")
     p.add_argument("--model", default=None, help="model name (default: $IMGSIM_MODEL or efficientnet_lite0)")
     p.add_argument("--level", default=None, help="exact, near (default) or similar")
-    p.add_argument("--threshold", type=float, default=None, help="a duplicate similarity in [0, 1] instead of --level")
+    p.add_argument(
+        "--threshold", type=float, default=None, help="a duplicate similarity in [0.5, 1] instead of --level"
+    )
     p.add_argument("--recursive", action="store_true", help="also the images in subfolders")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text")
     p.add_argument("--csv", action="store_true", help="print CSV (one row per file) instead of the text")
@@ -92,7 +107,14 @@ def file_groups(report: DuplicateReport, stored: dict[Path, IngestResult]) -> li
     for group in report.groups:
         files = [
             FileCopy(
-                m.image.id, path.name, str(path), m.similarity, False, stored[path].sha256 or "", m.image.byte_size
+                m.image.id,
+                path.name,
+                str(path),
+                m.similarity,
+                False,
+                stored[path].sha256 or "",
+                m.image.byte_size,
+                m.evidence.kind if m.evidence is not None else "",
             )
             for m in group.members
             for path in sorted(files_of.get(m.image.id, []))
@@ -104,12 +126,12 @@ def file_groups(report: DuplicateReport, stored: dict[Path, IngestResult]) -> li
         files.insert(0, files.pop(kept))
         k = files[0]
         files[0] = FileCopy(k.id, k.filename, k.path, 1.0, True, k.sha256, k.size)
-        out.append(FileGroup(k.id, files))
+        out.append(FileGroup(k.id, files, group_is_copies(group), group_reason(group)))
     out.sort(key=lambda g: -len(g.files))
     return out
 
 
-def find_duplicates(args: argparse.Namespace) -> tuple[float, list[FileGroup]]:
+def find_duplicates(args: argparse.Namespace) -> tuple[DuplicatesHeader, list[FileGroup]]:
     """Ingest the folder and group its images.
 
     Raises:
@@ -120,7 +142,11 @@ def find_duplicates(args: argparse.Namespace) -> tuple[float, list[FileGroup]]:
     folder = Path(args.images_folder)
     files = list_image_files(folder, recursive=args.recursive)
     with ImageIndex(_settings(args)) as index:
-        index.duplicates.space.resolve(args.level, args.threshold)  # bad input fails before any work
+        criterion = index.duplicates.space.resolve(args.level, args.threshold)  # bad input fails before any work
+        if args.move_to and not criterion.verified:
+            raise InvalidArgument(
+                "--move-to moves only proven copies (--level near or exact): similar photos are not copies"
+            )
         show = not args.quiet and len(files) >= PROGRESS_MIN_IMAGES
         with tqdm(total=len(files), unit="img", disable=not show) as bar:
             results = index.ingest(ImageSource.from_paths(files), progress=bar.update)
@@ -129,7 +155,12 @@ def find_duplicates(args: argparse.Namespace) -> tuple[float, list[FileGroup]]:
                 print(f"skipped {r.name}: {r.error}", file=sys.stderr)
         stored = {Path(f): r for f, r in zip(files, results, strict=True) if r.id is not None}
         report = index.duplicate_groups(args.level, args.threshold, among={r.id for r in stored.values() if r.id})
-    return report.threshold, file_groups(report, stored)
+    header = DuplicatesHeader(report.level, report.threshold, describe(report.level, report.threshold))
+    return header, file_groups(report, stored)
+
+
+def describe(level: str | None, threshold: float) -> str:
+    return LEVEL_MEANINGS[level] if level else f"photos at least {threshold:.2f} similar, nothing checked"
 
 
 def check_move_target(folder: Path, target: Path) -> None:
@@ -229,11 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.move_to:
             check_move_target(Path(args.images_folder), Path(args.move_to))  # before any work
-        threshold, groups = find_duplicates(args)
+        header, groups = find_duplicates(args)
         if args.html:
             from client.html import duplicates_html
 
-            Path(args.html).write_text(duplicates_html(groups, threshold), encoding="utf-8")
+            Path(args.html).write_text(duplicates_html(groups, header), encoding="utf-8")
     except ImgsimError as exc:
         return _fail(str(exc))
     except OSError as exc:
@@ -243,15 +274,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"interrupted: the images stored before Ctrl-C are kept{moved}", file=sys.stderr)
         return INTERRUPTED
     if args.json:
-        print(duplicates_json(threshold, groups))
+        print(duplicates_json(header, groups))
     elif args.csv:
         print(duplicates_csv(groups), end="")
     else:
-        print(format_duplicates(threshold, groups))
+        print(format_duplicates(header, groups))
     if args.move_to:
         try:
             return move_found(
-                groups,
+                [g for g in groups if g.copies],
                 Path(args.images_folder),
                 Path(args.move_to),
                 sys.stderr if args.json or args.csv else sys.stdout,

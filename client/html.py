@@ -7,7 +7,7 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
-from client.report import FileGroup, RankReport
+from client.report import DuplicatesHeader, FileGroup, RankReport
 from index.errors import ImgsimError
 from index.storage.thumbnails import make_thumbnail
 
@@ -50,9 +50,10 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def duplicates_html(groups: Sequence[FileGroup], threshold: float) -> str:
+def duplicates_html(groups: Sequence[FileGroup], header: DuplicatesHeader) -> str:
     """Every group's thumbnails side by side, the kept image first and marked."""
-    parts = [f'<p class="muted">{len(groups)} groups at duplicate similarity &ge; {threshold:.3f}</p>']
+    asked = f"level {header.level}" if header.level else f"similarity &ge; {header.threshold:.3f}"
+    parts = [f'<p class="muted">{len(groups)} groups at {asked}: {html.escape(header.meaning)}</p>']
     for n, group in enumerate(groups, start=1):
         figures = [
             _figure(
@@ -63,7 +64,10 @@ def duplicates_html(groups: Sequence[FileGroup], threshold: float) -> str:
             )
             for f in group.files
         ]
-        parts.append(f'<h2>Group {n}: {len(group.files)} copies</h2><div class="row">{"".join(figures)}</div>')
+        what = "copies" if group.copies else "similar photos"
+        title = f"<h2>Group {n}: {len(group.files)} {what}</h2>"
+        reason = f'<p class="muted">{html.escape(group.reason)}</p>' if group.reason else ""
+        parts.append(f'{title}{reason}<div class="row">{"".join(figures)}</div>')
     return _page("Near-duplicates", "\n".join(parts))
 
 

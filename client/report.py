@@ -118,24 +118,47 @@ class FileCopy:
     kept: bool
     sha256: str = ""  # of the bytes ingested from `path`
     size: int = 0  # bytes
+    evidence: str = ""  # what the pixels say about it and the kept file (`Evidence.kind`), "" when not checked
 
 
 @dataclass(frozen=True)
 class FileGroup:
     keep: int
     files: list[FileCopy]  # the kept file first
+    copies: bool = True  # every file is a proven copy of the kept one (levels exact and near)
+    reason: str = ""  # why the files are a group, in words
 
 
-def duplicates_json(threshold: float, groups: list[FileGroup]) -> str:
-    """`{"threshold", "groups": [{"keep", "images": [{"id", "filename", "path", "similarity"}]}]}`."""
+@dataclass(frozen=True)
+class DuplicatesHeader:
+    """What was asked for: a level (None for a threshold of one's own), the threshold, and what it means."""
+
+    level: str | None
+    threshold: float
+    meaning: str
+
+
+def duplicates_json(header: DuplicatesHeader, groups: list[FileGroup]) -> str:
+    """`{"level", "meaning", "threshold", "groups": [{"keep", "copies", "reason", "images": [{"id", "filename",
+    "path", "similarity", "evidence"}]}]}`."""
     return json.dumps(
         {
-            "threshold": threshold,
+            "level": header.level,
+            "meaning": header.meaning,
+            "threshold": header.threshold,
             "groups": [
                 {
                     "keep": g.keep,
+                    "copies": g.copies,
+                    "reason": g.reason,
                     "images": [
-                        {"id": f.id, "filename": f.filename, "path": f.path, "similarity": round(f.similarity, 6)}
+                        {
+                            "id": f.id,
+                            "filename": f.filename,
+                            "path": f.path,
+                            "similarity": round(f.similarity, 6),
+                            "evidence": f.evidence or None,
+                        }
                         for f in g.files
                     ],
                 }
@@ -150,18 +173,22 @@ def duplicates_csv(groups: list[FileGroup]) -> str:
     """One row per file: its group (1 = largest), whether it is the one kept, and its similarity to it."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["group", "keep", "id", "filename", "path", "similarity"])
+    writer.writerow(["group", "keep", "id", "filename", "path", "similarity", "evidence"])
     for n, g in enumerate(groups, start=1):
         for f in g.files:
-            writer.writerow([n, int(f.kept), f.id, f.filename, f.path, f"{f.similarity:.6f}"])
+            writer.writerow([n, int(f.kept), f.id, f.filename, f.path, f"{f.similarity:.6f}", f.evidence])
     return out.getvalue()
 
 
-def format_duplicates(threshold: float, groups: list[FileGroup]) -> str:
+def format_duplicates(header: DuplicatesHeader, groups: list[FileGroup]) -> str:
     """The groups as text: the file to keep first, then its copies with their similarity."""
-    lines = [f"{len(groups)} groups of near-duplicates (duplicate similarity >= {threshold:.3f})"]
+    kind = "groups of copies" if header.level in ("exact", "near") else "groups of similar photos"
+    asked = f"level {header.level}" if header.level else f"similarity >= {header.threshold:.3f}"
+    lines = [f"{len(groups)} {kind} ({asked}: {header.meaning})"]
     for n, g in enumerate(groups, start=1):
-        lines.append(f"\ngroup {n}: {len(g.files)} files")
+        lines.append(
+            f"\ngroup {n}: {len(g.files)} files; {g.reason}" if g.reason else f"\ngroup {n}: {len(g.files)} files"
+        )
         width = max(len(f.path) for f in g.files)
         for f in g.files:
             lines.append(f"  {'keep' if f.kept else '    '}  {f.path.ljust(width)}  {f.similarity:.4f}")

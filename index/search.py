@@ -11,7 +11,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from index.config import Metric
-from index.duplicates import DuplicateSpace
+from index.duplicates.space import DuplicateSpace
+from index.duplicates.verification import Evidence
+from index.duplicates.verifier import PairVerifier
 from index.errors import AmbiguousReference, InvalidArgument, UnknownReference
 from index.model.registry import Prediction, imagenet_labels
 from index.pipeline import ImageSource
@@ -30,11 +32,22 @@ EmbedFn = Callable[[Sequence[ImageSource]], list[tuple[str, NDArray[np.float32],
 class SearchHit:
     image: ImageInfo
     score: float
-    duplicate: bool = False  # a near-duplicate of the query (calibrated `near` level): ranked first
+    duplicate: bool = False  # a stored copy of the query, proven by the pixels (the `near` level): ranked first
+    evidence: Evidence | None = None  # the verification's evidence, for a duplicate
+
+
+@dataclass(frozen=True)
+class QueryImage:
+    """Where a query's pixels are, so stored copies of it can be verified: a stored image, or uploaded bytes."""
+
+    sha256: str
+    data: bytes | None = None  # None: the stored image's kept bytes
 
 
 # Neighbours fetched beyond k, so that a copy the whole vector ranks a little lower can still be moved up.
 DUPLICATE_CANDIDATES = 20
+# Hits at the `near` level's similarity that are verified as copies of the query, the most similar first.
+VERIFIED_CANDIDATES = 6
 
 
 def resolve_label(label: str) -> set[int]:
@@ -58,13 +71,20 @@ class Searcher:
     """Read-only queries over a store and its vector index."""
 
     def __init__(
-        self, store: ImageStore, vectors: VectorStore, embed: EmbedFn, duplicates: DuplicateSpace | None = None
+        self,
+        store: ImageStore,
+        vectors: VectorStore,
+        embed: EmbedFn,
+        duplicates: DuplicateSpace | None = None,
+        verifier: PairVerifier | None = None,
     ) -> None:
         self.store = store
         self.vectors = vectors
         self._embed = embed
-        # With a duplicate space, stored copies of the query (its `near` level) rank above everything else.
+        # With a duplicate space and a verifier, stored copies of the query (proven by their pixels, as at the
+        # `near` level) rank above everything else.
         self.duplicates = duplicates
+        self.verifier = verifier
 
     def resolve_ref(self, ref: str) -> ImageInfo:
         """The stored image named by `ref`: an id, a SHA-256, or a file name that names exactly one image.
@@ -96,8 +116,10 @@ class Searcher:
         metric: str = "cosine",
         label: str | None = None,
         exclude: frozenset[int] = frozenset(),
+        source: QueryImage | None = None,
     ) -> list[SearchHit]:
-        """The k stored images nearest to `query`, best first.
+        """The k stored images nearest to `query`, best first; with the query's `source`, its stored copies
+        first (see `_copies_first`).
 
         Raises:
             InvalidArgument: bad k, metric or label.
@@ -114,7 +136,7 @@ class Searcher:
             return []
         if len(self.vectors) == 0:
             return []
-        extra = DUPLICATE_CANDIDATES if self.duplicates is not None else 0
+        extra = DUPLICATE_CANDIDATES if self.duplicates is not None and source is not None else 0
         if by_class is not None and classes is not None:
             scores, ids = by_class.search_classes(query.reshape(1, -1), k + len(exclude) + extra, classes)
         else:
@@ -124,11 +146,16 @@ class Searcher:
         metric_scores = scores_for_metric(np.array([s for _, s in pairs], np.float32), metric)
         # Vectors whose row is gone (deleted after the search started) are dropped, never returned.
         hits = [SearchHit(infos[i], float(m)) for (i, _), m in zip(pairs, metric_scores, strict=True) if i in infos]
-        return self._copies_first(query, hits)[:k]
+        return self._copies_first(query, hits, source)[:k]
 
-    def _copies_first(self, query: NDArray[np.float32], hits: list[SearchHit]) -> list[SearchHit]:
-        """Near-duplicates of the query first (most similar first), marked; the other hits keep their order."""
-        if self.duplicates is None or not hits:
+    def _copies_first(
+        self, query: NDArray[np.float32], hits: list[SearchHit], source: QueryImage | None
+    ) -> list[SearchHit]:
+        """Stored copies of the query first (most similar first), marked; the other hits keep their order.
+
+        A copy is what the `near` level calls one: close enough to be a candidate, then proven by the pixels.
+        """
+        if self.duplicates is None or self.verifier is None or source is None or not hits:
             return hits
         space = self.duplicates
         try:
@@ -141,9 +168,20 @@ class Searcher:
             return hits
         sims = space.similarity(np.repeat(query.reshape(1, -1), len(hits), axis=0), stored)
         near = space.levels.near
-        copies = sorted((n for n in range(len(hits)) if sims[n] >= near), key=lambda n: -sims[n])
-        rest = [h for n, h in enumerate(hits) if sims[n] < near]
-        return [dataclasses.replace(hits[n], duplicate=True) for n in copies] + rest
+        candidates = sorted((n for n in range(len(hits)) if sims[n] >= near), key=lambda n: -sims[n])
+        candidates = candidates[:VERIFIED_CANDIDATES]
+        if not candidates:
+            return hits
+        shas = [hits[n].image.sha256 for n in candidates]
+        if source.data is None:
+            found = self.verifier.copies([(source.sha256, sha) for sha in shas])
+        else:
+            found = self.verifier.against(source.data, shas)
+        copies = [n for n, evidence in zip(candidates, found, strict=True) if evidence.copy]
+        evidence_of = {n: e for n, e in zip(candidates, found, strict=True)}
+        chosen = set(copies)
+        rest = [h for n, h in enumerate(hits) if n not in chosen]
+        return [dataclasses.replace(hits[n], duplicate=True, evidence=evidence_of[n]) for n in copies] + rest
 
     def search_by_ref(
         self, ref: str, k: int = 10, metric: str = "cosine", label: str | None = None
@@ -155,7 +193,8 @@ class Searcher:
         """
         info = self.resolve_ref(ref)
         query = self.store.embeddings([info.id], self.vectors.meta.dim)[0]
-        return info, self.search_vector(query, k, metric, label, exclude=frozenset({info.id}))
+        source = QueryImage(info.sha256)
+        return info, self.search_vector(query, k, metric, label, exclude=frozenset({info.id}), source=source)
 
     def search_by_image(
         self, data: bytes, name: str, k: int = 10, metric: str = "cosine", label: str | None = None
@@ -166,7 +205,7 @@ class Searcher:
             ImageDecodeError, ImageTooLarge, InvalidArgument.
         """
         ((sha, vector, _preds),) = self._embed([ImageSource(name=name, data=data)])
-        return sha, self.search_vector(vector, k, metric, label)
+        return sha, self.search_vector(vector, k, metric, label, source=QueryImage(sha, data))
 
     def rank(self, ref_id: int, candidate_ids: Sequence[int], metric: str = "cosine") -> list[tuple[int, float]]:
         """Exact scores of `candidate_ids` against a stored image, best first (for ranking a known set)."""

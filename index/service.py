@@ -21,13 +21,14 @@ from numpy.typing import NDArray
 
 from index.config import Settings
 from index.duplicates import DuplicateFinder, DuplicateReport, DuplicateSpace
+from index.duplicates.verifier import PairVerifier
 from index.errors import InvalidArgument, ModelMismatch, StorageError, UnknownReference
 from index.ingest import Ingestor, IngestResult, list_image_files
 from index.model.embedder import Embedder
 from index.model.registry import Prediction
 from index.pipeline import ImageSource, default_workers
 from index.rebuild import INDEX_FILE, build_vectors, choose_index_kind
-from index.search import Searcher, SearchHit, resolve_label
+from index.search import QueryImage, Searcher, SearchHit, resolve_label
 from index.storage.datadir import is_storage_error, remove_temporary_files, storage_errors
 from index.storage.lock import DataDirLock
 from index.storage.store import ImageInfo, ImageStore
@@ -89,10 +90,13 @@ class ImageIndex:
             self.vectors = self._open_vectors()
             self.ingestor = Ingestor(settings, self.embedder, self.store, self.vectors, self._write_lock, self.workers)
             space = DuplicateSpace.of(self.embedder.embedding, self.vectors.meta.dim, self.embedder.spec.num_classes)
-            self.searcher = Searcher(self.store, self.vectors, self.ingestor.embed, space)
+            self.verifier = PairVerifier(self.store.read_blob, workers=self.workers)
+            self.searcher = Searcher(self.store, self.vectors, self.ingestor.embed, space, self.verifier)
             self._space = space
             vectors = self.vectors
-            self._duplicates = DuplicateFinder(self.store, vectors, space) if isinstance(vectors, VectorIndex) else None
+            self._duplicates = (
+                DuplicateFinder(self.store, vectors, space, self.verifier) if isinstance(vectors, VectorIndex) else None
+            )
         except BaseException:
             self.store.close()
             self._release_lock()
@@ -108,7 +112,7 @@ class ImageIndex:
         if self._duplicates is not None:
             return self._duplicates
         meta = IndexMeta(model=self.model_version, dim=self.dim, kind="flat")
-        return DuplicateFinder(self.store, build_vectors(self.store, meta, self.settings), self._space)
+        return DuplicateFinder(self.store, build_vectors(self.store, meta, self.settings), self._space, self.verifier)
 
     def _release_lock(self) -> None:
         if self._owns_lock:
@@ -263,9 +267,10 @@ class ImageIndex:
         metric: str = "cosine",
         label: str | None = None,
         exclude: frozenset[int] = frozenset(),
+        source: QueryImage | None = None,
     ) -> list[SearchHit]:
-        """The k stored images nearest to `query`, best first."""
-        return self.searcher.search_vector(query, k, metric, label, exclude)
+        """The k stored images nearest to `query`, best first (stored copies of `source` first)."""
+        return self.searcher.search_vector(query, k, metric, label, exclude, source)
 
     def search_by_ref(
         self, ref: str, k: int = 10, metric: str = "cosine", label: str | None = None

@@ -15,12 +15,23 @@ of the image the group keeps.
 
 from index.duplicates.candidates import Pairs, find_pairs
 from index.duplicates.finder import DuplicateFinder, DuplicateReport
-from index.duplicates.grouping import DuplicateGroup, DuplicateMember, components, copies, group_pairs, keep_order
-from index.duplicates.space import DEFAULT_LEVEL, LEVELS, DuplicateSpace
+from index.duplicates.grouping import (
+    DuplicateGroup,
+    DuplicateMember,
+    components,
+    copies,
+    group_is_copies,
+    group_pairs,
+    group_reason,
+    keep_order,
+)
+from index.duplicates.space import DEFAULT_LEVEL, LEVEL_MEANINGS, LEVELS, Criterion, DuplicateSpace
 
 __all__ = [
     "DEFAULT_LEVEL",
     "LEVELS",
+    "LEVEL_MEANINGS",
+    "Criterion",
     "DuplicateFinder",
     "DuplicateGroup",
     "DuplicateMember",
@@ -30,6 +41,8 @@ __all__ = [
     "components",
     "copies",
     "find_pairs",
+    "group_is_copies",
     "group_pairs",
+    "group_reason",
     "keep_order",
 ]

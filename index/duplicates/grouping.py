@@ -3,15 +3,18 @@ within the threshold of the image the group keeps."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image
 
 from index.duplicates.candidates import Pairs
 from index.duplicates.space import DuplicateSpace
+from index.duplicates.verification import Evidence
 from index.storage.store import ImageInfo
 from index.vectors.faiss_index import VectorIndex
 
@@ -20,12 +23,14 @@ from index.vectors.faiss_index import VectorIndex
 class DuplicateMember:
     image: ImageInfo
     similarity: float  # duplicate similarity to the kept image (1.0 for the kept image itself)
+    evidence: Evidence | None = None  # what the pixels say about it and the kept image (None: not verified)
 
 
 @dataclass(frozen=True)
 class DuplicateGroup:
-    keep: int  # id of the image to keep: the largest resolution, then the oldest
+    keep: int  # id of the image to keep (see `keep_order`)
     members: list[DuplicateMember]  # the kept image first, then by similarity
+    level: str | None = None  # the level it was found at (None: a threshold of one's own)
 
     @property
     def size(self) -> int:
@@ -33,14 +38,56 @@ class DuplicateGroup:
         return sum(copies(m.image) for m in self.members)
 
 
+def group_is_copies(group: DuplicateGroup) -> bool:
+    """Whether every member is proven (by bytes or pixels) a copy of the kept image: removing them loses no picture."""
+    others = group.members[1:]
+    if not others:  # one picture under several names
+        return True
+    return group.level in ("exact", "near") and all(m.evidence is not None and m.evidence.copy for m in others)
+
+
+def group_reason(group: DuplicateGroup) -> str:
+    """Why the images are a group, in words."""
+    files = group.size
+    if len(group.members) == 1:
+        return f"one picture stored under {files} names: identical bytes"
+    lowest = min(m.similarity for m in group.members[1:])
+    if group.level == "exact":
+        return f"the same picture {files} times: identical bytes or pixels"
+    if group.level == "near":
+        kinds = sorted({m.evidence.kind for m in group.members[1:] if m.evidence is not None})
+        flows = [m.evidence.flow_px for m in group.members[1:] if m.evidence is not None and m.evidence.flow_px]
+        detail = f", aligned to within {max(flows):.2f} px" if flows else ""
+        return f"{files} copies of one capture: each checked against the kept image ({', '.join(kinds)}{detail})"
+    if group.level == "similar":
+        return f"{files} similar photos (the same scene or object): similarity to the kept image at least {lowest:.2f}"
+    return f"{files} photos with similarity to the kept image at least {lowest:.2f}"
+
+
 def copies(info: ImageInfo) -> int:
     """How many files one stored row stands for: exact byte copies share a row."""
     return max(len(info.names), len(set(info.paths)), 1)
 
 
-def keep_order(info: ImageInfo) -> tuple[int, float, int]:
-    """Sort key putting the image to keep first: the most pixels, then the oldest, then the lowest id."""
-    return (-info.width * info.height, info.created_at.timestamp(), info.id)
+def keep_order(info: ImageInfo, exif: int = 0) -> tuple[int, int, int, float, int]:
+    """Sort key putting the image to keep first: the most pixels, then the larger file, then the richer EXIF
+    (`exif_richness`), then the oldest, then the lowest id."""
+    return (-info.width * info.height, -info.byte_size, -exif, info.created_at.timestamp(), info.id)
+
+
+_DATE_TAKEN, _DATE_TIME, _EXIF_IFD, _GPS_IFD = 0x9003, 0x0132, 0x8769, 0x8825
+
+
+def exif_richness(data: bytes) -> int:
+    """How much of what a person keeps a photo for its EXIF holds: the date it was taken, and where (0 to 2)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            exif = img.getexif()
+            dated = bool(exif.get_ifd(_EXIF_IFD).get(_DATE_TAKEN) or exif.get(_DATE_TIME))
+            placed = bool(exif.get_ifd(_GPS_IFD))
+    except (OSError, ValueError, SyntaxError):
+        return 0
+    return int(dated) + int(placed)
 
 
 def components(a: NDArray[np.int64], b: NDArray[np.int64]) -> list[list[int]]:
@@ -64,6 +111,10 @@ def components(a: NDArray[np.int64], b: NDArray[np.int64]) -> list[list[int]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
+# Which of `others` belong with `keep`, given their duplicate similarity to it (the guard against chaining).
+Linked = Callable[[int, Sequence[int], NDArray[np.float32]], Sequence[bool]]
+
+
 def group_pairs(
     pairs: Pairs,
     vectors: VectorIndex,
@@ -71,13 +122,15 @@ def group_pairs(
     threshold: float,
     order: Callable[[Sequence[int]], dict[int, Any]],
     guarded: bool = True,
+    linked: Linked | None = None,
 ) -> list[tuple[int, list[tuple[int, float]]]]:
     """Groups of ids from duplicate pairs: (kept id, [(id, similarity to the kept one)], kept first).
 
     `order` gives each id a sort key, smallest for the image to keep. Guarded (the default): within each
-    connected component, the image to keep takes every member within `threshold` of itself, and the rest
-    is grouped again the same way, so no member is further than `threshold` from the kept image. Single-link
-    (`guarded=False`) keeps whole components, chains included.
+    connected component, the image to keep takes every member linked to itself — within `threshold` of it, or
+    what `linked` says (a verified copy of it) — and the rest is grouped again the same way, so every member is
+    linked to the kept image, not only to another member. Single-link (`guarded=False`) keeps whole
+    components, chains included.
     """
     a, b, _ = pairs
     comps = components(a, b)
@@ -90,7 +143,12 @@ def group_pairs(
             vecs = vectors.vectors_of(np.array(rest, np.int64))
             sims = space.similarity(np.repeat(vecs[:1], len(rest), axis=0), vecs)
             sims[0] = 1.0
-            taken = [n for n in range(len(rest)) if not guarded or sims[n] >= threshold]
+            if not guarded:
+                taken = list(range(len(rest)))
+            elif linked is None:
+                taken = [n for n in range(len(rest)) if sims[n] >= threshold]
+            else:
+                taken = [0] + [n + 1 for n, ok in enumerate(linked(keep, rest[1:], sims[1:])) if ok]
             if len(taken) > 1:
                 members = sorted(((rest[n], float(sims[n])) for n in taken[1:]), key=lambda m: (-m[1], keys[m[0]]))
                 out.append((keep, [(keep, 1.0), *members]))

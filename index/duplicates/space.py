@@ -19,6 +19,27 @@ from index.model.registry import DuplicateLevels, EmbeddingDefinition
 
 LEVELS = ("exact", "near", "similar")
 DEFAULT_LEVEL = "near"
+# What each level means, as the API, the page and the CLI say it.
+LEVEL_MEANINGS = {
+    "exact": "the same picture: identical bytes, or identical pixels once decoded and turned upright (EXIF)",
+    "near": "copies of one capture: resized, recompressed, cropped, mirrored, rotated a little, recoloured, "
+    "greyscale, with text, a logo or a border added, or a screenshot of it (checked on the pixels)",
+    "similar": "the same scene or object, also in another capture (burst shots, another viewpoint): "
+    "similar photos, not copies",
+}
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A duplicate search: a named level, or (level None) pairs at least `threshold` similar."""
+
+    level: str | None
+    threshold: float  # the duplicate similarity every candidate pair reaches
+
+    @property
+    def verified(self) -> bool:
+        """Whether a pair must be proven a copy by its pixels (`exact`, `near`), not only look alike."""
+        return self.level in ("exact", "near")
 
 
 @dataclass(frozen=True)
@@ -36,22 +57,26 @@ class DuplicateSpace:
         dims = dim - num_classes if has_logits else dim
         return cls(dims, dim, definition.logits_weight if has_logits else 0.0, definition.duplicates)
 
-    def resolve(self, level: str | None = None, threshold: float | None = None) -> float:
-        """The threshold for a named level, or the given one (default: `near`).
+    def resolve(self, level: str | None = None, threshold: float | None = None) -> Criterion:
+        """What a duplicate search asks for: a named level (default `near`), or a similarity threshold of one's own.
 
         Raises:
-            InvalidArgument: an unknown level, a threshold outside [0, 1], or both given.
+            InvalidArgument: an unknown level, a threshold outside [floor, 1], or both given.
         """
         if level is not None and threshold is not None:
             raise InvalidArgument("give either a level or a threshold, not both")
         if threshold is not None:
-            if not 0.0 <= threshold <= 1.0:
-                raise InvalidArgument(f"threshold must be between 0 and 1, got {threshold}")
-            return float(threshold)
+            floor = self.levels.floor
+            if not floor <= threshold <= 1.0:
+                raise InvalidArgument(
+                    f"threshold must be between {floor} and 1, got {threshold}: below {floor} every two photos of "
+                    "one kind of thing would be candidates"
+                )
+            return Criterion(None, float(threshold))
         level = level or DEFAULT_LEVEL
         if level not in LEVELS:
             raise InvalidArgument(f"unknown level {level!r}; use one of {', '.join(LEVELS)}")
-        return self.levels.threshold(level)
+        return Criterion(level, self.levels.threshold(level))
 
     def radius(self, threshold: float) -> float:
         """An inner product of whole stored vectors that every pair at `threshold` reaches: the candidate radius.

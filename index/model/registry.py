@@ -116,28 +116,34 @@ def resolve_model(name: str) -> ModelSpec:
 
 @dataclass(frozen=True)
 class DuplicateLevels:
-    """Calibrated thresholds on the duplicate similarity (`index.duplicates`) of one embedding definition.
+    """Thresholds on the duplicate similarity (`index.duplicates.space`) of one embedding definition.
 
-    Measured by `python -m tests.benchmarks.duplicates_eval` on the 1000 shared photos and 2000 edited copies
-    (Lite0): `near` is the lowest threshold whose duplicate-pair precision is at least 0.99 (the highest
-    recall there), `exact` the lowest with no pair of different photos at all, `similar` the lowest with
-    precision 0.9. `logits_floor` is a lower bound (0.1 under the lowest seen) of the cosine between the
-    logits parts of pairs at `similar`, which turns a threshold into a search radius on the whole vector.
+    The similarity only nominates candidates; `exact` and `near` are decided by the pixels
+    (`index.duplicates.verification`). Measured by `python -m tests.benchmarks.duplicates_eval` on the shared
+    photos (distinct photos, separate captures of one object, edited copies):
+
+    - `exact`: pairs this close are checked for identical pixels (the same picture gives all but equal vectors);
+    - `near`: pairs this close are verified as copies of one capture: low enough that heavy edits (a downscale to
+      64 px, JPEG quality 15, a screenshot of the photo) still reach it;
+    - `similar`: the same scene or object in another capture, by the similarity alone;
+    - `floor`: the lowest threshold one may ask for (below it, every pair of photos of a kind is a candidate);
+    - `logits_floor`: a lower bound of the cosine between the logits parts of pairs at `floor`, which turns a
+      threshold into a search radius on the whole vector.
     """
 
     exact: float
     near: float
     similar: float
+    floor: float = 0.5
     logits_floor: float = 0.0
 
     def threshold(self, level: str) -> float:
         return float(getattr(self, level))
 
 
-# The GeM definitions share their features part (the same g), so they share the measured levels: at `near`,
-# pair precision 0.990 and recall 0.991 against 0.981 recall for the whole default vector at that precision.
-GEM_LEVELS = DuplicateLevels(exact=0.76, near=0.695, similar=0.645, logits_floor=0.25)
-MEAN_LEVELS = DuplicateLevels(exact=0.76, near=0.65, similar=0.57)
+# The GeM definitions share their features part (the same g), so they share the measured levels.
+GEM_LEVELS = DuplicateLevels(exact=0.95, near=0.55, similar=0.70, floor=0.5, logits_floor=0.2)
+MEAN_LEVELS = DuplicateLevels(exact=0.95, near=0.5, similar=0.65, floor=0.45)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
 
+from index.duplicates import LEVEL_MEANINGS
 from index.model.registry import resolve_embedding
 from tests.app.conftest import ingest_photos
 from tests.conftest import IMAGES_DIR
@@ -55,7 +56,13 @@ def test_groups_come_largest_first_with_the_kept_image_first(dup_client: TestCli
     assert first["keep"] == first["images"][0]["id"] and first["images"][0]["similarity"] == 1.0
     assert all(NEAR <= i["similarity"] <= 1 for g in body["groups"] for i in g["images"])
     image = dup_client.get(f"/images/{first['keep']}").json()
-    assert {k: v for k, v in first["images"][0].items() if k != "similarity"} == image
+    assert {k: v for k, v in first["images"][0].items() if k not in ("similarity", "evidence")} == image
+    # Each group says why it is one: every copy proven by its pixels against the kept image.
+    assert first["level"] == "near" and first["copies"] is True and "copies of one capture" in first["reason"]
+    assert first["images"][0]["evidence"] is None
+    for copy in first["images"][1:]:
+        assert copy["evidence"]["copy"] is True and copy["evidence"]["kind"] in ("aligned", "framing")
+    assert body["level"] == "near" and "copies of one capture" in body["meaning"]
     # A byte copy is one stored image under two names: a group of one image.
     byte_copy = next(g for g in body["groups"] if len(g["images"]) == 1)
     assert byte_copy["images"][0]["names"] == ["coffee.jpg", "coffee copy.jpg"]
@@ -71,11 +78,22 @@ def test_groups_are_paged_and_filtered_by_size(dup_client: TestClient) -> None:
 
 
 def test_levels_and_thresholds_change_what_is_grouped(dup_client: TestClient) -> None:
+    levels = resolve_embedding("default").duplicates
     exact = dup_client.get("/duplicates", params={"level": "exact"}).json()
-    loose = dup_client.get("/duplicates", params={"threshold": 0.0}).json()
-    assert exact["threshold"] == resolve_embedding("default").duplicates.exact
-    assert exact["total"] <= 4 and loose["threshold"] == 0.0
-    assert sum(len(g["images"]) for g in loose["groups"]) == len(dup_client.get("/images").json()["items"])
+    loose = dup_client.get("/duplicates", params={"threshold": levels.floor}).json()
+    similar = dup_client.get("/duplicates", params={"level": "similar"}).json()
+    assert exact["threshold"] == levels.exact and exact["level"] == "exact"
+    # Only the byte copy is the same picture: the mirrored and smaller copies are not.
+    assert [[i["filename"] for i in g["images"]] for g in exact["groups"]] == [["coffee.jpg"]]
+    assert loose["threshold"] == levels.floor and loose["level"] is None
+    assert all(g["copies"] is False for g in similar["groups"] if len(g["images"]) > 1)
+    assert sum(len(g["images"]) for g in loose["groups"]) >= sum(len(g["images"]) for g in similar["groups"])
+
+
+def test_a_threshold_below_the_floor_is_refused_before_any_work(dup_client: TestClient) -> None:
+    floor = resolve_embedding("default").duplicates.floor
+    response = dup_client.get("/duplicates", params={"threshold": 0.0})
+    assert response.status_code == 422 and f"between {floor} and 1" in response.json()["detail"]
 
 
 def test_one_images_duplicates_leave_the_image_out(dup_client: TestClient, photo_ids: dict[str, int]) -> None:
@@ -105,6 +123,7 @@ def test_search_hits_say_which_are_copies(dup_client: TestClient) -> None:
         ("/duplicates", {"limit": "0"}),
         ("/images/1/duplicates", {"level": "nearish"}),
         ("/images/1/duplicates", {"threshold": "2"}),
+        ("/images/1/duplicates", {"threshold": "0.1"}),
     ],
 )
 def test_bad_input_is_a_422_with_a_detail(dup_client: TestClient, path: str, params: dict[str, str]) -> None:
@@ -121,6 +140,8 @@ def test_an_unknown_image_is_a_404(dup_client: TestClient) -> None:
 def test_an_empty_index_has_no_groups(client: TestClient) -> None:
     assert client.get("/duplicates").json() == {
         "total": 0,
+        "level": "near",
+        "meaning": LEVEL_MEANINGS["near"],
         "threshold": NEAR,
         "offset": 0,
         "limit": 50,

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from client.duplicates import main
+from index.duplicates import LEVEL_MEANINGS
 from index.model.registry import resolve_embedding
 from tests.client.test_cli import assert_one_line_error, run
 from tests.conftest import IMAGES_DIR, REPO_ROOT
@@ -47,12 +48,15 @@ def test_json_lists_each_group_with_the_kept_image_first(
     code, out, err = run(capsys, main, *_args(photo_folder, tmp_path, "--json"))
     assert code == 0, err
     report = json.loads(out)
-    assert report["threshold"] == NEAR
+    assert report["threshold"] == NEAR and report["level"] == "near" and "copies of one capture" in report["meaning"]
     (group,) = report["groups"]  # the byte copy is in a subfolder: not seen without --recursive
     assert group["images"][0]["filename"] == "astronaut.jpg"
     assert {i["filename"] for i in group["images"]} == {"astronaut.jpg", "astronaut_mirror.jpg", "astronaut_small.jpg"}
     assert group["keep"] == group["images"][0]["id"] and group["images"][0]["similarity"] == 1.0
-    assert set(group["images"][0]) == {"id", "filename", "path", "similarity"}
+    assert set(group["images"][0]) == {"id", "filename", "path", "similarity", "evidence"}
+    assert group["copies"] is True and "copies of one capture" in group["reason"]
+    assert group["images"][0]["evidence"] is None
+    assert all(i["evidence"] in ("aligned", "framing") for i in group["images"][1:])
     assert Path(group["images"][1]["path"]).parent == photo_folder.resolve()
     assert all(NEAR <= i["similarity"] < 1 for i in group["images"][1:])
 
@@ -74,17 +78,27 @@ def test_text_output_marks_the_file_to_keep(
 ) -> None:
     code, out, _ = run(capsys, main, *_args(photo_folder, tmp_path))
     assert code == 0
-    assert "1 groups of near-duplicates" in out
+    assert "1 groups of copies (level near: copies of one capture" in out
     assert any(line.lstrip().startswith("keep") and "astronaut.jpg" in line for line in out.splitlines())
 
 
 def test_a_higher_threshold_splits_what_a_lower_one_groups(
     capsys: pytest.CaptureFixture[str], photo_folder: Path, tmp_path: Path
 ) -> None:
+    floor = str(resolve_embedding("default").duplicates.floor)
     strict = json.loads(run(capsys, main, *_args(photo_folder, tmp_path, "--threshold", "0.9999", "--json"))[1])
-    loose = json.loads(run(capsys, main, *_args(photo_folder, tmp_path, "--threshold", "0", "--json"))[1])
-    assert strict["groups"] == [] and strict["threshold"] == 0.9999
-    assert sum(len(g["images"]) for g in loose["groups"]) == 6
+    loose = json.loads(run(capsys, main, *_args(photo_folder, tmp_path, "--threshold", floor, "--json"))[1])
+    assert strict["groups"] == [] and strict["threshold"] == 0.9999 and strict["level"] is None
+    assert sum(len(g["images"]) for g in loose["groups"]) >= 3
+    assert all(g["copies"] is False for g in loose["groups"])
+
+
+def test_move_to_refuses_similar_photos(capsys: pytest.CaptureFixture[str], photo_folder: Path, tmp_path: Path) -> None:
+    before = sorted(photo_folder.rglob("*"))
+    for extra in (["--level", "similar"], ["--threshold", "0.6"]):
+        code, out, err = run(capsys, main, *_args(photo_folder, tmp_path, *extra, "--move-to", str(tmp_path / "m")))
+        assert_one_line_error(code, out, err, "moves only proven copies")
+    assert sorted(photo_folder.rglob("*")) == before
 
 
 def test_html_report_is_one_file_with_inline_thumbnails_and_the_kept_one_marked(
@@ -133,7 +147,8 @@ def test_nothing_moves_without_move_to(capsys: pytest.CaptureFixture[str], photo
     ("extra", "fragments"),
     [
         (["--level", "nearish"], ["unknown level 'nearish'"]),
-        (["--threshold", "1.5"], ["between 0 and 1"]),
+        (["--threshold", "1.5"], ["between 0.5 and 1"]),
+        (["--threshold", "0"], ["between 0.5 and 1"]),
         (["--level", "near", "--threshold", "0.9"], ["not both"]),
         (["--json", "--csv"], ["--json or --csv"]),
         (["--images_folder", "/no/such/folder"], ["images folder not found"]),
@@ -148,7 +163,12 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(
 def test_an_empty_folder_has_no_groups(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     code, out, _ = run(capsys, main, *_args(tmp_path / "empty", tmp_path, "--json"))
-    assert code == 0 and json.loads(out) == {"threshold": NEAR, "groups": []}
+    assert code == 0 and json.loads(out) == {
+        "level": "near",
+        "meaning": LEVEL_MEANINGS["near"],
+        "threshold": NEAR,
+        "groups": [],
+    }
 
 
 @pytest.mark.slow
@@ -168,7 +188,7 @@ def test_a_rerun_over_a_folder_holding_a_truncated_jpeg_exits_cleanly(
     for _ in range(5):
         done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
-        assert "0 groups of near-duplicates" in done.stdout
+        assert "0 groups of copies" in done.stdout
         assert done.stderr.startswith("skipped broken.jpg: ") and "terminate called" not in done.stderr
 
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
 from index.config import Settings
-from index.duplicates import DuplicateSpace, find_pairs, group_pairs
+from index.duplicates import Criterion, DuplicateSpace, find_pairs, group_is_copies, group_pairs
 from index.errors import InvalidArgument
 from index.model.registry import EMBEDDINGS, DuplicateLevels, resolve_embedding
 from index.pipeline import ImageSource
@@ -72,19 +72,24 @@ def test_edited_copies_group_with_their_original_and_distinct_photos_stay_apart(
 ) -> None:
     index, ids = edited_index
     report = index.duplicate_groups(level="near")
-    assert report.threshold == resolve_embedding("default").duplicates.near
+    assert report.level == "near" and report.threshold == resolve_embedding("default").duplicates.near
     names = {i: n for n, i in ids.items()}
     grouped = [[names[m.image.id] for m in g.members] for g in report.groups]
     originals_with_copies = {_original(n) for n in ids if "__" in n}
-    # Each group holds copies of one photo only, and keeps the original (the largest resolution).
+    # Each group holds copies of one photo only, each proven by its pixels against the kept image.
     for group in grouped:
         assert len({_original(n) for n in group}) == 1, group
-        assert "__" not in group[0], group
-    found = {_original(g[0]) for g in grouped}
+    for g in report.groups:
+        assert g.level == "near" and group_is_copies(g)
+        assert all(m.evidence is not None and m.evidence.copy for m in g.members[1:])
+        # The kept image has the most pixels, then the larger file.
+        best = min(g.members, key=lambda m: (-m.image.width * m.image.height, -m.image.byte_size))
+        assert g.keep == best.image.id == g.members[0].image.id
+    found = {_original(names[g.keep]) for g in report.groups}
     assert found == originals_with_copies
-    # Almost every copy is found (the calibrated `near` level trades a little recall for precision).
+    # Every copy is found: crop, recompression, a third of the size, mirror, brightness.
     copies = sum("__" in n for n in ids)
-    assert sum(len(g) - 1 for g in grouped) >= 0.8 * copies
+    assert sum(len(g) - 1 for g in grouped) == copies
     sizes = [g.size for g in report.groups]
     assert sizes == sorted(sizes, reverse=True)
     for g in report.groups:
@@ -143,15 +148,17 @@ def test_a_copy_stored_under_a_new_name_shows_in_the_next_grouping(
 def test_an_empty_index_has_no_groups(settings: Settings, embedder: CountingEmbedder) -> None:
     with ImageIndex(settings, embedder) as index:
         assert index.duplicate_groups().groups == []
-        assert index.duplicate_groups(threshold=0.0).groups == []
+        assert index.duplicate_groups(threshold=0.5).groups == []
 
 
 @pytest.mark.parametrize(
     ("level", "threshold", "message"),
     [
         ("nearish", None, "unknown level 'nearish'"),
-        (None, 1.5, "between 0 and 1"),
-        (None, -0.1, "between 0 and 1"),
+        (None, 1.5, "between 0.5 and 1"),
+        (None, -0.1, "between 0.5 and 1"),
+        (None, 0.0, "every two photos of one kind"),
+        (None, 0.3, "between 0.5 and 1"),
         ("near", 0.9, "not both"),
     ],
 )
@@ -168,9 +175,11 @@ def test_bad_levels_and_thresholds_are_refused(
 @pytest.mark.parametrize("name", sorted(EMBEDDINGS))
 def test_every_embedding_definition_records_ordered_levels(name: str) -> None:
     levels = EMBEDDINGS[name].duplicates
-    assert 0 < levels.similar < levels.near <= levels.exact <= 1
+    assert 0 < levels.floor <= levels.near < levels.similar < levels.exact <= 1
     space = DuplicateSpace.of(EMBEDDINGS[name], 2280 if EMBEDDINGS[name].logits_weight else 1280)
-    assert space.resolve() == levels.near and space.resolve("exact") == levels.exact
+    assert space.resolve() == Criterion("near", levels.near) and space.resolve("exact").threshold == levels.exact
+    assert space.resolve("near").verified and not space.resolve("similar").verified
+    assert space.resolve(threshold=levels.floor) == Criterion(None, levels.floor)
     # The compared part is the pooled features: the first 1280 dimensions for Lite0.
     assert space.dims == 1280
     # A radius on the whole vector never above the threshold on the features part.
