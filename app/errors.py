@@ -74,7 +74,7 @@ class ErrorOut(BaseModel):
 
 _DESCRIPTIONS = {
     400: "Malformed request (e.g. a multipart body that cannot be parsed)",
-    404: "Unknown image or reference",
+    404: "Unknown image, reference or decision (or, where only a live image will do, one in the trash)",
     409: "The reference names several images",
     413: "Request body too large, or the image has too many pixels",
     415: "Unsupported image format",

@@ -71,13 +71,15 @@ def group_pairs(
     threshold: float,
     order: Callable[[Sequence[int]], dict[int, Any]],
     guarded: bool = True,
+    apart: Callable[[int, int], bool] | None = None,
 ) -> list[tuple[int, list[tuple[int, float]]]]:
     """Groups of ids from duplicate pairs: (kept id, [(id, similarity to the kept one)], kept first).
 
     `order` gives each id a sort key, smallest for the image to keep. Guarded (the default): within each
     connected component, the image to keep takes every member within `threshold` of itself, and the rest
     is grouped again the same way, so no member is further than `threshold` from the kept image. Single-link
-    (`guarded=False`) keeps whole components, chains included.
+    (`guarded=False`) keeps whole components, chains included. `apart(kept, other)` true: a decision says they
+    are not duplicates, so the kept image never takes that one (it reaches it through other pairs).
     """
     a, b, _ = pairs
     comps = components(a, b)
@@ -90,7 +92,11 @@ def group_pairs(
             vecs = vectors.vectors_of(np.array(rest, np.int64))
             sims = space.similarity(np.repeat(vecs[:1], len(rest), axis=0), vecs)
             sims[0] = 1.0
-            taken = [n for n in range(len(rest)) if not guarded or sims[n] >= threshold]
+            taken = [
+                n
+                for n in range(len(rest))
+                if (not guarded or sims[n] >= threshold) and (n == 0 or apart is None or not apart(keep, rest[n]))
+            ]
             if len(taken) > 1:
                 members = sorted(((rest[n], float(sims[n])) for n in taken[1:]), key=lambda m: (-m[1], keys[m[0]]))
                 out.append((keep, [(keep, 1.0), *members]))
