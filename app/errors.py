@@ -17,10 +17,12 @@ from index.errors import (
     DataDirDamaged,
     DataDirLocked,
     ImageDecodeError,
+    ImageInTrash,
     ImageTooLarge,
     ImgsimError,
     InvalidArgument,
     ModelMismatch,
+    NotInTrash,
     Overloaded,
     StorageError,
     UnknownModel,
@@ -39,6 +41,10 @@ STATUS_BY_ERROR: dict[type[ImgsimError], int] = {
     ImageTooLarge: 413,
     InvalidArgument: 422,
     UnknownReference: 404,
+    # In the trash where a live image is wanted, or not in it where a trashed one is: the image asked for is
+    # not there, as for an unknown id; `detail` says which.
+    ImageInTrash: 404,
+    NotInTrash: 404,
     AmbiguousReference: 409,
     # Configuration problems of the server itself (they stop it at start), never the client's fault.
     ModelMismatch: 503,
