@@ -17,10 +17,12 @@ from index.errors import (
     DataDirDamaged,
     DataDirLocked,
     ImageDecodeError,
+    ImageInTrash,
     ImageTooLarge,
     ImgsimError,
     InvalidArgument,
     ModelMismatch,
+    NotInTrash,
     Overloaded,
     StorageError,
     UnknownModel,
@@ -39,6 +41,10 @@ STATUS_BY_ERROR: dict[type[ImgsimError], int] = {
     ImageTooLarge: 413,
     InvalidArgument: 422,
     UnknownReference: 404,
+    # In the trash where a live image is wanted, or not in it where a trashed one is: the image asked for is
+    # not there, as for an unknown id; `detail` says which.
+    ImageInTrash: 404,
+    NotInTrash: 404,
     AmbiguousReference: 409,
     # Configuration problems of the server itself (they stop it at start), never the client's fault.
     ModelMismatch: 503,
@@ -74,7 +80,7 @@ class ErrorOut(BaseModel):
 
 _DESCRIPTIONS = {
     400: "Malformed request (e.g. a multipart body that cannot be parsed)",
-    404: "Unknown image or reference",
+    404: "Unknown image, reference or decision (or, where only a live image will do, one in the trash)",
     409: "The reference names several images",
     413: "Request body too large, or the image has too many pixels",
     415: "Unsupported image format",

@@ -13,7 +13,7 @@ from app.errors import JsonServerErrors, install_error_handlers
 from app.lifecycle import close_index, lifespan, open_index
 from app.metrics import install_metrics
 from app.middleware import BodySizeLimit
-from app.routes import compat, duplicates, images, inference, ingest, search, system
+from app.routes import compat, duplicates, images, inference, ingest, search, system, trash
 from app.strict import reject_unknown_parameters
 from app.web.pages import install_pages
 from index.config import Settings, get_settings
@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None, *, standalone: bool = False) ->
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["X-API-Key", "Authorization", "Content-Type"],
         )
-    for module in (system, inference, ingest, search, images, duplicates):
+    for module in (system, inference, ingest, search, images, duplicates, trash):
         app.include_router(module.router)
     app.include_router(compat.router)
     # Outermost, so that it also reshapes errors answered before routing (e.g. the body size limit).

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
 from index.config import Metric
 from index.duplicates import DuplicateGroup, DuplicateMember, group_is_copies, group_reason
+from index.duplicates.decisions import Decision
 from index.duplicates.verification import Evidence
 from index.model.registry import Prediction
 from index.search import SearchHit
@@ -102,7 +103,10 @@ class IngestedOut(BaseModel):
     id: int = Field(description="The stored image's id (the existing one when the bytes were already stored)")
     filename: str = Field(description="The uploaded file's name, without any directory part")
     sha256: str = Field(description="SHA-256 of the uploaded bytes (hex): the image's identity")
-    status: Literal["added", "exists"] = Field(description="'exists' when the same bytes were already stored")
+    status: Literal["added", "exists", "restored"] = Field(
+        description="'exists' when the same bytes were already stored; 'restored' when they were in the trash "
+        "(taken out of it, under the same id)"
+    )
     predictions: list[PredictionOut] = Field(description="Top ImageNet classes, best first")
 
 
@@ -216,6 +220,14 @@ class SearchResponse(BaseModel):
     )
 
 
+class ReplacedCopyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str = Field(description="A file name the copy was stored under")
+    path: str = Field(description="Its path on disk when it was ingested from a folder ('' for an upload)")
+    sha256: str = Field(description="SHA-256 of the copy's bytes (the copy may since have been deleted for good)")
+
+
 class ImageOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -230,6 +242,14 @@ class ImageOut(BaseModel):
     model: str = Field(description="Model and embedding definition of its stored embedding")
     predictions: list[PredictionOut] = Field(description="Top ImageNet classes, best first")
     created_at: datetime = Field(description="When it was first stored (UTC)")
+    trashed_at: datetime | None = Field(
+        default=None, description="When it was moved to the trash (UTC); null while it is in the library"
+    )
+    replaced: list[ReplacedCopyOut] = Field(
+        default_factory=list,
+        description="Files of duplicate copies moved to the trash when their group was resolved in favour of this "
+        "image (`POST /duplicates/resolve`), so that no name or path is lost",
+    )
 
     @classmethod
     def of(cls, info: ImageInfo) -> ImageOut:
@@ -237,10 +257,21 @@ class ImageOut(BaseModel):
 
 
 class ImageList(BaseModel):
-    total: int = Field(description="Number of stored images")
+    total: int = Field(description="Number of stored images (not counting the trash)")
     offset: int = Field(description="Images skipped before this page")
     limit: int = Field(description="Largest page size asked for")
     items: list[ImageOut] = Field(description="This page, in id order")
+
+
+class TrashList(BaseModel):
+    total: int = Field(description="Number of images in the trash")
+    offset: int = Field(description="Images skipped before this page")
+    limit: int = Field(description="Largest page size asked for")
+    items: list[ImageOut] = Field(description="This page, the most recently trashed first")
+
+
+class EmptyTrashOut(BaseModel):
+    purged: int = Field(description="How many images were deleted for good")
 
 
 class LimitsOut(BaseModel):
@@ -250,7 +281,7 @@ class LimitsOut(BaseModel):
 
 
 class StatsOut(BaseModel):
-    count: int = Field(description="Number of stored images")
+    count: int = Field(description="Number of stored images (not counting the trash)")
     model: str = Field(description="Model name")
     embedding: str = Field(description="Embedding definition")
     dim: int = Field(description="Vector length")
@@ -259,6 +290,10 @@ class StatsOut(BaseModel):
     device: str = Field(description="Where inference runs, e.g. 'cpu' or 'cuda:0'")
     precision: str = Field(description="Inference precision, e.g. 'float32' or 'bfloat16'")
     engine: str = Field(description="Inference engine: 'openvino', 'onnxruntime' or 'torch'")
+    trashed: int = Field(default=0, description="Images in the trash (not counted in `count`)")
+    trash_retention_days: int = Field(
+        default=0, description="Images in the trash longer than this are deleted for good at start; 0 = never"
+    )
     limits: LimitsOut = Field(description="Request limits")
 
     @classmethod
@@ -336,3 +371,54 @@ class ImageDuplicatesResponse(BaseModel):
     level: DuplicateLevel | None = Field(description="The level asked for (null when a threshold was given)")
     threshold: float = Field(description="The duplicate similarity every candidate pair reached")
     images: list[DuplicateImageOut] = Field(description="Its duplicates, most similar first; itself left out")
+
+
+MAX_ID = 2**63 - 1
+ImageIdField = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+class ResolveRequest(BaseModel):
+    model_config = examples({"keep": 12, "remove": [13, 14]})
+
+    keep: ImageIdField = Field(description="The image to keep")
+    remove: list[ImageIdField] = Field(
+        min_length=1, max_length=1000, description="Its copies, moved to the trash; their names go to `keep`"
+    )
+
+
+class ResolveOut(BaseModel):
+    kept: ImageOut = Field(description="The kept image, with the copies' files in `replaced`")
+    trashed: list[ImageOut] = Field(description="The copies now in the trash (restore with POST /trash/{id}/restore)")
+
+
+class DismissRequest(BaseModel):
+    model_config = examples({"ids": [12, 13]})
+
+    ids: list[ImageIdField] = Field(
+        min_length=2, max_length=1000, description="Stored images that are not duplicates of each other (distinct)"
+    )
+
+
+class DismissalOut(BaseModel):
+    id: int = Field(description="The decision's id (for undoing it)")
+    created_at: datetime = Field(description="When it was made (UTC)")
+    sha256s: list[str] = Field(
+        description="Every image of the decision by content: it holds for the same bytes stored again"
+    )
+    images: list[ImageOut] = Field(description="Those images as stored now (one deleted for good is left out)")
+
+    @classmethod
+    def of(cls, decision: Decision) -> DismissalOut:
+        return cls(
+            id=decision.id,
+            created_at=decision.created_at,
+            sha256s=decision.sha256s,
+            images=[ImageOut.of(i) for i in decision.images],
+        )
+
+
+class DismissalList(BaseModel):
+    total: int = Field(description="Number of decisions")
+    offset: int = Field(description="Decisions skipped before this page")
+    limit: int = Field(description="Largest page size asked for")
+    items: list[DismissalOut] = Field(description="This page, the newest first")

@@ -54,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"batch-ingest: error: {exc}", file=sys.stderr)
         return 2
     print(
-        f"{report.files} files: {report.added} added, {report.existing} already stored, {report.failed} failed, "
+        f"{report.files} files: {report.added} added, {report.existing} already stored, "
+        f"{report.restored} restored from the trash, {report.failed} failed, "
         f"{report.skipped} skipped (stored by an earlier run); {report.seconds:.1f} s, "
         f"{report.images_per_second:.1f} images/s with {report.workers} workers"
     )

@@ -143,9 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(format_table(shown))
     if not args.quiet:
+        restored = f"{report.restored} restored from the trash, " if report.restored else ""
         print(
             f"\n{len(report.rows) + 1} images ranked; {report.added} embedded, {report.existing} already indexed, "
-            f"{len(report.skipped)} skipped ({report.seconds:.1f} s)",
+            f"{restored}{len(report.skipped)} skipped ({report.seconds:.1f} s)",
             file=sys.stderr,
         )
     return 0

@@ -101,6 +101,7 @@ def rank_folder_local(
         rows=rows,
         added=sum(r.status == "added" for r in results),
         existing=sum(r.status == "exists" for r in results),
+        restored=sum(r.status == "restored" for r in results),
         skipped=skipped,
         seconds=time.perf_counter() - started,
     )

@@ -175,6 +175,7 @@ def rank_folder_remote(
         rows=rows,
         added=statuses.count("added"),
         existing=statuses.count("exists"),
+        restored=statuses.count("restored"),
         skipped=skipped,
         seconds=time.perf_counter() - started,
     )

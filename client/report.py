@@ -34,6 +34,7 @@ class RankReport:
     seconds: float
     reference_predictions: list[Prediction] = field(default_factory=list)
     reference_path: str = ""
+    restored: int = 0  # images that were in the trash, taken out of it by this run
 
 
 def shown_predictions(preds: list[Prediction], count: int = 2) -> str:

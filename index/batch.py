@@ -1,10 +1,11 @@
 """Batch ingest of folders too big for one process, on a Ray cluster (Ray Data).
 
-Stages, as in `index.ingest`: list the files (skipping paths already recorded, so a run that stopped resumes
-where it was), then read + hash + decode + embed in actors that each hold the model (and skip content whose
-hash is already stored), then write in batches from the driver: bytes to the blob storage, rows to the
-metadata database, vectors to the vector store. With PostgreSQL, Milvus and shared blob storage every node
-reaches the same stores; with the single-machine defaults the cluster is this machine.
+Stages, as in `index.ingest`: list the files (skipping paths already recorded for a live image, so a run that
+stopped resumes where it was), then read + hash + decode + embed in actors that each hold the model (and skip
+content whose hash is already stored), then write in batches from the driver: bytes to the blob storage, rows to
+the metadata database, vectors to the vector store; content in the trash is restored. With PostgreSQL, Milvus
+and shared blob storage every node reaches the same stores; with the single-machine defaults the cluster is
+this machine.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from index.model.embedder import Embedder
 from index.model.registry import Prediction
 from index.pipeline import ImageSource, ReadImage, embed_read, read_sources
 from index.service import ImageIndex
-from index.storage.schema import NameRow
-from index.storage.store import ImageStore, NewImage
+from index.storage.schema import ImageRow, NameRow
+from index.storage.store import LIVE, ImageStore, NewImage
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +43,26 @@ class BatchReport:
     failed: int
     workers: int
     seconds: float
+    restored: int = 0  # content that was in the trash, taken out of it
 
     @property
     def images_per_second(self) -> float:
-        done = self.added + self.existing + self.failed
+        done = self.added + self.existing + self.restored + self.failed
         return done / self.seconds if self.seconds > 0 else 0.0
 
 
 def recorded_paths(store: ImageStore, paths: Iterable[str]) -> set[str]:
-    """Those of `paths` an earlier run stored (as a name of some image)."""
+    """Those of `paths` an earlier run stored (as a name of a live image: a file whose image is in the trash is
+    read again, and restores it)."""
     from sqlalchemy import select
 
     wanted = list(paths)
     found: set[str] = set()
+    live = select(ImageRow.id).where(LIVE)
     with store.session() as s:
         for start in range(0, len(wanted), 900):
-            query = select(NameRow.path).where(NameRow.path.in_(wanted[start : start + 900]))
+            own = NameRow.merged_from.is_(None) & NameRow.image_id.in_(live)
+            query = select(NameRow.path).where(NameRow.path.in_(wanted[start : start + 900]), own)
             found.update(str(p) for p in s.scalars(query))
     return found
 
@@ -147,8 +152,8 @@ def _row(
     }
 
 
-def _write(index: ImageIndex, batch: dict[str, NDArray[Any]]) -> tuple[int, int, int]:
-    """Store one embedded batch; returns (added, already stored, failed)."""
+def _write(index: ImageIndex, batch: dict[str, NDArray[Any]]) -> tuple[int, int, int, int]:
+    """Store one embedded batch; returns (added, already stored, restored from the trash, failed)."""
     store = index.store
     new: list[NewImage] = []
     blobs: list[bytes] = []
@@ -184,7 +189,8 @@ def _write(index: ImageIndex, batch: dict[str, NDArray[Any]]) -> tuple[int, int,
         added = sum(inserted[img.sha256][1] for img in new)
     known = store.ids_by_sha(sha for sha, _, _ in names)
     store.add_names([(known[sha], name, path) for sha, name, path in names if sha in known])
-    return added, len(new) - added + len(names), failed
+    restored = len(index.trash.restore_many(list(known.values())))
+    return added, len(new) - added + len(names) - restored, restored, failed
 
 
 def batch_ingest(
@@ -217,7 +223,7 @@ def batch_ingest(
     with ImageIndex(settings, embedder) as index:
         done = recorded_paths(index.store, files)
         todo = [p for p in files if p not in done]
-        added = existing = failed = 0
+        added = existing = restored = failed = 0
         if todo:
             if not ray.is_initialized():
                 ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False)
@@ -233,10 +239,10 @@ def batch_ingest(
                 num_cpus=1,
             )
             for batch in embedded.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
-                a, e, f = _write(index, batch)
-                added, existing, failed = added + a, existing + e, failed + f
+                a, e, r, f = _write(index, batch)
+                added, existing, restored, failed = added + a, existing + e, restored + r, failed + f
                 if progress:
-                    progress(a + e + f)
+                    progress(a + e + r + f)
         index.flush()
     return BatchReport(
         files=len(files),
@@ -246,4 +252,5 @@ def batch_ingest(
         failed=failed,
         workers=workers,
         seconds=time.perf_counter() - started,
+        restored=restored,
     )

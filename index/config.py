@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(
         default=60.0, ge=0, description="How long a request waits for the model before a 503; 0 = no limit."
     )
+    trash_retention_days: int = Field(
+        default=30,
+        ge=0,
+        description="Images in the trash longer than this are deleted for good at start; 0 = kept until emptied.",
+    )
     save_interval_s: float = Field(
         default=60.0, ge=0, description="The API saves a changed vector index this often (seconds); 0 = only at exit."
     )

@@ -23,6 +23,14 @@ class UnknownReference(ImgsimError):
     """No stored image matches the given id, hash or name."""
 
 
+class ImageInTrash(UnknownReference):
+    """The image is in the trash: hidden from search and listings until it is restored."""
+
+
+class NotInTrash(UnknownReference):
+    """Restoring or deleting for good asks for an image in the trash, and this one is not there."""
+
+
 class AmbiguousReference(ImgsimError):
     """A file name matches more than one stored image."""
 

@@ -1,7 +1,7 @@
 """Ingest: read and hash sources, decode and embed only new content, store each batch in SQLite and FAISS.
 
 Files unchanged since they were last read are not read again: their stat vouches for their stored hash
-(see `index.storage.seen_files`).
+(see `index.storage.seen_files`). The bytes of an image in the trash restore it, under its id ('restored').
 
 A pipeline of stages (read/hash -> decode -> embed -> write) that `index.pipeline` overlaps; this module
 decides what is new, keeps results in the order of the sources, and writes under the index's one lock.
@@ -9,6 +9,7 @@ decides what is new, keeps results in the order of the sources, and writes under
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from index.pipeline import EmbeddedImage, ImageSource, ReadImage, embed_read, re
 from index.storage.datadir import storage_errors
 from index.storage.seen_files import FileStat, rememberable
 from index.storage.store import ImageStore, NewImage
+from index.trash import Trash
 from index.vectors import VectorStore
 
 # Sources read, hashed and decoded per step of a large ingest (bytes of about 100 MB of typical photos).
@@ -35,11 +37,12 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".
 
 @dataclass(frozen=True)
 class IngestResult:
-    """What happened to one source: added, already stored ('exists'), or an error message."""
+    """What happened to one source: added, already stored ('exists'), taken out of the trash ('restored'),
+    or an error message."""
 
     name: str
     path: str
-    status: Literal["added", "exists", "error"]
+    status: Literal["added", "exists", "restored", "error"]
     id: int | None = None
     sha256: str | None = None
     predictions: list[Prediction] = field(default_factory=list)
@@ -82,6 +85,7 @@ class Ingestor:
         vectors: VectorStore,
         write_lock: threading.Lock,
         workers: int,
+        trash: Trash,
     ) -> None:
         self.settings = settings
         self.embedder = embedder
@@ -89,6 +93,7 @@ class Ingestor:
         self.vectors = vectors
         self._write_lock = write_lock
         self.workers = workers
+        self.trash = trash
 
     def ingest(
         self,
@@ -97,7 +102,8 @@ class Ingestor:
         strict: bool = False,
         progress: Callable[[int], None] | None = None,
     ) -> list[IngestResult]:
-        """Store every source not stored yet; content already stored only gains the new name.
+        """Store every source not stored yet; content already stored only gains the new name, and content in
+        the trash is restored.
 
         Results come in the order of `sources`. With `strict`, any unusable source raises before anything
         is stored; otherwise it becomes an 'error' result and the rest go on.
@@ -156,6 +162,10 @@ class Ingestor:
             held = list(batches)
             raise_first(errors, read)
             batches = iter(held)
+        restored = set(self.trash.restore_many(list(known.values())))
+        for sha, image_id in known.items():
+            if image_id in restored:
+                by_sha[sha] = dataclasses.replace(by_sha[sha], status="restored")
         for batch in batches:
             by_sha.update((r.sha256 or "", r) for r in self._store_batch(batch))
             if progress:

@@ -14,7 +14,7 @@ from index.config import Metric
 from index.duplicates.space import DuplicateSpace
 from index.duplicates.verification import Evidence
 from index.duplicates.verifier import PairVerifier
-from index.errors import AmbiguousReference, InvalidArgument, UnknownReference
+from index.errors import AmbiguousReference, ImageInTrash, InvalidArgument, UnknownReference
 from index.model.registry import Prediction, imagenet_labels
 from index.pipeline import ImageSource
 from index.storage.store import ImageInfo, ImageStore
@@ -67,6 +67,17 @@ def resolve_label(label: str) -> set[int]:
     return matches
 
 
+def _live(info: ImageInfo, ref: str) -> ImageInfo:
+    """`info`, unless it is in the trash.
+
+    Raises:
+        ImageInTrash: it is.
+    """
+    if info.trashed_at is not None:
+        raise ImageInTrash(f"{ref!r} is image {info.id} ({info.filename}), which is in the trash; restore it first")
+    return info
+
+
 class Searcher:
     """Read-only queries over a store and its vector index."""
 
@@ -90,24 +101,24 @@ class Searcher:
         """The stored image named by `ref`: an id, a SHA-256, or a file name that names exactly one image.
 
         Raises:
-            UnknownReference: nothing matches.
+            UnknownReference: nothing matches (ImageInTrash: only an image in the trash does).
             AmbiguousReference: a file name matches several images.
         """
         ref = ref.strip()
         # ASCII digits only ('²'.isdigit() is true but int() refuses it), and within SQLite's 64-bit integers.
         if ref.isascii() and ref.isdigit() and int(ref) < 2**63 and (info := self.store.get(int(ref))) is not None:
-            return info
+            return _live(info, ref)
         if _SHA256.match(ref.lower()) and (info := self.store.find_by_sha(ref.lower())) is not None:
-            return info
-        ids = self.store.ids_by_name(ref)
-        if not ids:
-            raise UnknownReference(f"no stored image matches {ref!r}")
-        if len(ids) > 1:
-            raise AmbiguousReference(f"{ref!r} names {len(ids)} different images; use an id or a SHA-256")
-        info = self.store.get(ids[0])
+            return _live(info, ref)
+        named = self.store.ids_by_name(ref)
+        live = self.store.live_among(named)
+        if len(live) > 1:
+            raise AmbiguousReference(f"{ref!r} names {len(live)} different images; use an id or a SHA-256")
+        # Only images in the trash have that name: say so about the first of them.
+        info = self.store.get(live[0] if live else min(named)) if named else None
         if info is None:
             raise UnknownReference(f"no stored image matches {ref!r}")
-        return info
+        return _live(info, ref)
 
     def search_vector(
         self,
@@ -144,8 +155,12 @@ class Searcher:
         pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and i not in exclude]
         infos = self.store.get_many([i for i, _ in pairs])
         metric_scores = scores_for_metric(np.array([s for _, s in pairs], np.float32), metric)
-        # Vectors whose row is gone (deleted after the search started) are dropped, never returned.
-        hits = [SearchHit(infos[i], float(m)) for (i, _), m in zip(pairs, metric_scores, strict=True) if i in infos]
+        # Vectors whose row is gone or in the trash (since the search started) are dropped, never returned.
+        hits = [
+            SearchHit(infos[i], float(m))
+            for (i, _), m in zip(pairs, metric_scores, strict=True)
+            if i in infos and infos[i].trashed_at is None
+        ]
         return self._copies_first(query, hits, source)[:k]
 
     def _copies_first(

@@ -4,8 +4,9 @@ SQLite is the source of truth. The FAISS file is a cache of the stored embedding
 SQLite commits and checked against SQLite (model, dimension, the exact set of ids) on every open, so a
 crash between the two writes is repaired on the next start and a search never returns an id SQLite lacks.
 
-`ImageIndex` opens and reconciles; ingest (`index.ingest`), search (`index.search`) and rebuild
-(`index.rebuild`) live in their own modules, and this class hands each call to them.
+`ImageIndex` opens and reconciles; ingest (`index.ingest`), search (`index.search`), the trash (`index.trash`)
+and rebuild (`index.rebuild`) live in their own modules, and this class hands each call to them. The vector
+stores hold the live images only: an image in the trash keeps its row and bytes, and is left out of them.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from numpy.typing import NDArray
 
 from index.config import Settings
 from index.duplicates import DuplicateFinder, DuplicateReport, DuplicateSpace
+from index.duplicates.decisions import Decision, describe
 from index.duplicates.verifier import PairVerifier
-from index.errors import InvalidArgument, ModelMismatch, StorageError, UnknownReference
+from index.errors import ImageInTrash, InvalidArgument, ModelMismatch, StorageError, UnknownReference
 from index.ingest import Ingestor, IngestResult, list_image_files
 from index.model.embedder import Embedder
 from index.model.registry import Prediction
@@ -33,6 +35,7 @@ from index.storage.datadir import is_storage_error, remove_temporary_files, stor
 from index.storage.lock import DataDirLock
 from index.storage.store import ImageInfo, ImageStore
 from index.storage.thumbnail_cache import ThumbnailCache
+from index.trash import Trash
 from index.vectors import VectorStore, close_vector_store
 from index.vectors.faiss_index import IndexFileError, IndexMeta, VectorIndex
 
@@ -51,6 +54,8 @@ class IndexStats:
     precision: str
     data_dir: str
     engine: str = ""
+    trashed: int = 0  # images in the trash (not counted in `count`)
+    trash_retention_days: int = 0
 
 
 class ImageIndex:
@@ -88,7 +93,11 @@ class ImageIndex:
             if check_model:
                 self._check_model()
             self.vectors = self._open_vectors()
-            self.ingestor = Ingestor(settings, self.embedder, self.store, self.vectors, self._write_lock, self.workers)
+            self.trash = Trash(self.store, self.vectors, self.thumbnails, self._write_lock)
+            self._purge_expired()
+            self.ingestor = Ingestor(
+                settings, self.embedder, self.store, self.vectors, self._write_lock, self.workers, self.trash
+            )
             space = DuplicateSpace.of(self.embedder.embedding, self.vectors.meta.dim, self.embedder.spec.num_classes)
             self.verifier = PairVerifier(self.store.read_blob, workers=self.workers)
             self.searcher = Searcher(self.store, self.vectors, self.ingestor.embed, space, self.verifier)
@@ -201,6 +210,19 @@ class ImageIndex:
                 # SQLite holds every image: serve from memory and save later, when there is room again.
                 log.warning("cannot save the vector index now (%s); serving from SQLite, saving later", exc)
 
+    def _purge_expired(self) -> None:
+        """Delete for good what has been in the trash longer than `IMGSIM_TRASH_RETENTION_DAYS` (0: keep)."""
+        days = self.settings.trash_retention_days
+        if not days:
+            return
+        try:
+            purged = self.trash.purge_older_than(days)
+        except StorageError as exc:  # the disk is full: serve anyway, the next start tries again
+            log.warning("%s; the trash is emptied at a later start", exc)
+            return
+        if purged:
+            log.info("deleted for good %d images that were in the trash for more than %d days", purged, days)
+
     def _build_vectors(self, kind: str) -> VectorIndex:
         return build_vectors(self.store, IndexMeta(model=self.model_version, dim=self.dim, kind=kind), self.settings)
 
@@ -303,8 +325,57 @@ class ImageIndex:
             UnknownReference, InvalidArgument.
         """
         self.duplicates.space.resolve(level, threshold)
-        self.get(image_id)
+        info = self.get(image_id)
+        if info.trashed_at is not None:
+            raise ImageInTrash(f"image {image_id} ({info.filename}) is in the trash; restore it first")
         return self.duplicates.of(image_id, level, threshold)
+
+    def resolve_duplicates(self, keep: int, remove: Sequence[int]) -> tuple[ImageInfo, list[ImageInfo]]:
+        """Keep one image of a group and move its copies to the trash (see `Trash.resolve`)."""
+        return self.trash.resolve(keep, remove)
+
+    # --- "not duplicates" decisions (see index.duplicates.decisions) ---------------------------------------
+
+    def dismiss_duplicates(self, ids: Sequence[int]) -> Decision:
+        """Record that these stored images are not duplicates of each other: no grouping pairs them again.
+
+        Raises:
+            InvalidArgument: fewer than two images, or an id given twice.
+            UnknownReference: an id is not stored.
+        """
+        if len(set(ids)) != len(ids):
+            raise InvalidArgument("an image is named twice; name each image once")
+        if len(ids) < 2:
+            raise InvalidArgument("name at least two images that are not duplicates of each other")
+        infos = self.store.get_many(list(ids))
+        missing = sorted(set(ids) - set(infos))
+        if missing:
+            raise UnknownReference(f"no images with ids {missing[:10]}")
+        with self._write_lock, storage_errors("record the decision"):
+            dismissal = self.store.add_dismissal([infos[i].sha256 for i in ids])
+        return describe(self.store, [dismissal])[0]
+
+    def dismissals(self, offset: int = 0, limit: int = 50) -> tuple[int, list[Decision]]:
+        """(decisions, one page of them), the newest first.
+
+        Raises:
+            InvalidArgument: a bad page.
+        """
+        if offset < 0 or not 1 <= limit <= 1000:
+            raise InvalidArgument("offset must be >= 0 and limit between 1 and 1000")
+        return self.store.count_dismissals(), describe(self.store, self.store.dismissals(offset, limit))
+
+    def undo_dismissal(self, dismissal_id: int) -> Decision:
+        """Forget a decision: its images may be grouped again. Returns it.
+
+        Raises:
+            UnknownReference: no such decision.
+        """
+        with self._write_lock, storage_errors("undo the decision"):
+            dismissal = self.store.delete_dismissal(dismissal_id)
+        if dismissal is None:
+            raise UnknownReference(f"no decision with id {dismissal_id}")
+        return describe(self.store, [dismissal])[0]
 
     # --- browse / delete --------------------------------------------------------------------------------
 
@@ -326,8 +397,13 @@ class ImageIndex:
     def thumbnail(self, image_id: int) -> tuple[ImageInfo, bytes]:
         """A small JPEG of a stored image, made once and kept (see `ThumbnailCache`). Raises: UnknownReference."""
         info = self.get(image_id)
+
+        def still_stored() -> bool:
+            # Purged while the thumbnail was being made: the purge may have removed the file before it existed.
+            return bool(self.store.ids_by_sha([info.sha256]))
+
         try:
-            return info, self.thumbnails.get(info.sha256, lambda: self.store.read_blob(info.sha256))
+            return info, self.thumbnails.get(info.sha256, lambda: self.store.read_blob(info.sha256), still_stored)
         except FileNotFoundError as exc:
             raise UnknownReference(f"the bytes of image {image_id} are not kept") from exc
 
@@ -345,21 +421,39 @@ class ImageIndex:
         classes = resolve_label(label) if label else None
         return self.store.count_images(classes, name), self.store.list_images(offset, limit, classes, name)
 
+    # --- the trash (see index.trash) ---------------------------------------------------------------------
+
     def delete(self, image_id: int) -> ImageInfo:
-        """Remove an image from the store, its kept bytes and the vector index.
+        """Move an image to the trash (nothing is destroyed: `restore` brings it back, `purge` deletes it).
 
         Raises:
-            UnknownReference.
+            UnknownReference: no such image (ImageInTrash: it is in the trash already).
         """
-        with self._write_lock:
-            with storage_errors(f"delete image {image_id}"):
-                info = self.store.delete(image_id)
-            if info is None:
-                raise UnknownReference(f"no image with id {image_id}")
-            # SQLite has committed: even if the process dies before the next save, reopening drops the vector.
-            self.vectors.remove(np.array([image_id], np.int64))
-            self.thumbnails.remove(info.sha256)
-        return info
+        return self.trash.move(image_id)
+
+    def restore(self, image_id: int) -> ImageInfo:
+        """Take an image out of the trash, under its id.
+
+        Raises:
+            UnknownReference: no such image (NotInTrash: it is not in the trash).
+        """
+        return self.trash.restore(image_id)
+
+    def purge(self, image_id: int) -> ImageInfo:
+        """Delete an image in the trash for good.
+
+        Raises:
+            UnknownReference: no such image (NotInTrash: it is not in the trash).
+        """
+        return self.trash.purge(image_id)
+
+    def empty_trash(self) -> int:
+        """Delete everything in the trash for good; returns how many images."""
+        return self.trash.empty()
+
+    def list_trash(self, offset: int = 0, limit: int = 50) -> tuple[int, list[ImageInfo]]:
+        """(images in the trash, one page), the most recently trashed first. Raises: InvalidArgument."""
+        return self.trash.list(offset, limit)
 
     def stats(self) -> IndexStats:
         device = str(self.embedder.device)
@@ -375,4 +469,6 @@ class ImageIndex:
             precision=dtype,
             data_dir=str(self.settings.data_dir),
             engine=self.embedder.engine_name,
+            trashed=self.store.count_trash(),
+            trash_retention_days=self.settings.trash_retention_days,
         )

@@ -1,4 +1,5 @@
-"""Duplicate groups among the stored images, and one image's duplicates."""
+"""Duplicate groups among the stored images, one image's duplicates, resolving a group (keep one, trash the
+copies), and "not duplicates" decisions."""
 
 from __future__ import annotations
 
@@ -9,7 +10,18 @@ from starlette.concurrency import run_in_threadpool
 
 from app.deps import IndexDep
 from app.errors import error_responses
-from app.schemas import DuplicateGroupOut, DuplicateImageOut, DuplicatesResponse, ImageDuplicatesResponse
+from app.schemas import (
+    DismissalList,
+    DismissalOut,
+    DismissRequest,
+    DuplicateGroupOut,
+    DuplicateImageOut,
+    DuplicatesResponse,
+    ImageDuplicatesResponse,
+    ImageOut,
+    ResolveOut,
+    ResolveRequest,
+)
 from index.duplicates import LEVEL_MEANINGS
 
 router = APIRouter(tags=["duplicates"])
@@ -47,7 +59,8 @@ async def list_duplicates(
 ) -> DuplicatesResponse:
     """Groups of duplicate images, largest first, a page at a time; each names the image to keep and says why.
 
-    Exact byte copies (one stored image under several names) count as groups too: `size` counts names.
+    Exact byte copies (one stored image under several names) count as groups too: `size` counts names. Images in
+    the trash are left out, and no group has a kept image and a copy that a decision says are not duplicates.
     """
     # Vector searches, reading kept bytes to verify pairs, and SQLite reads all block: in the thread pool (the
     # answer is cached until the index changes, and verdicts are kept, so paging does not search again).
@@ -71,7 +84,8 @@ async def image_duplicates(
     level: Level = None,
     threshold: Threshold = None,
 ) -> ImageDuplicatesResponse:
-    """The stored duplicates of one image, most similar first (the image itself left out)."""
+    """The stored duplicates of one image, most similar first (the image itself left out, and those a decision
+    says are not its duplicates)."""
     report = await run_in_threadpool(index.duplicates_of, image_id, level, threshold)
     members = report.groups[0].members[1:] if report.groups else []
     return ImageDuplicatesResponse(
@@ -80,3 +94,40 @@ async def image_duplicates(
         threshold=report.threshold,
         images=[DuplicateImageOut.of_member(m) for m in members],
     )
+
+
+@router.post("/duplicates/resolve", responses=error_responses(404, 422, 507))
+async def resolve(index: IndexDep, request: ResolveRequest) -> ResolveOut:
+    """Keep one image and move its copies to the trash, recording their names and paths on the kept image.
+
+    All or nothing: an unknown id, one already in the trash (404), or `keep` among `remove` (422) changes nothing.
+    """
+    # SQLite and vector writes block: in the thread pool.
+    kept, trashed = await run_in_threadpool(index.resolve_duplicates, request.keep, request.remove)
+    return ResolveOut(kept=ImageOut.of(kept), trashed=[ImageOut.of(t) for t in trashed])
+
+
+@router.post("/duplicates/dismiss", status_code=201, responses=error_responses(404, 422, 507))
+async def dismiss(index: IndexDep, request: DismissRequest) -> DismissalOut:
+    """Record that these images are not duplicates of each other: no grouping, at any level or threshold,
+    pairs any two of them again (by content, so it holds across re-ingests, the trash and rebuilds)."""
+    return DismissalOut.of(await run_in_threadpool(index.dismiss_duplicates, request.ids))
+
+
+@router.get("/duplicates/dismissed", responses=error_responses(422))
+async def dismissed(
+    index: IndexDep,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> DismissalList:
+    """The "not duplicates" decisions, the newest first, a page at a time."""
+    total, items = await run_in_threadpool(index.dismissals, offset, limit)
+    return DismissalList(total=total, offset=offset, limit=limit, items=[DismissalOut.of(d) for d in items])
+
+
+@router.delete("/duplicates/dismissed/{dismissal_id}", responses=error_responses(404, 422, 507))
+async def undo_dismissal(
+    index: IndexDep, dismissal_id: Annotated[int, Path(ge=1, le=2**63 - 1, description="Decision id")]
+) -> DismissalOut:
+    """Undo a decision: its images may be grouped again. Answers the decision that was undone."""
+    return DismissalOut.of(await run_in_threadpool(index.undo_dismissal, dismissal_id))

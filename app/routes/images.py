@@ -1,4 +1,4 @@
-"""Stored images: list, inspect, download, delete."""
+"""Stored images: list, inspect, download, delete (to the trash)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ async def list_images(
 
 @router.get("/{image_id}", responses=error_responses(404, 422))
 async def get_image(index: IndexDep, image_id: ImageId) -> ImageOut:
-    """One stored image: names, size, format and predictions."""
+    """One stored image: names, size, format and predictions (`trashed_at` set for one in the trash)."""
     return ImageOut.of(await run_in_threadpool(index.get, image_id))
 
 
@@ -91,8 +91,9 @@ async def get_image_thumbnail(
     return Response(data, media_type="image/jpeg", headers=headers)
 
 
-@router.delete("/{image_id}", responses=error_responses(404, 422))
+@router.delete("/{image_id}", responses=error_responses(404, 422, 507))
 async def delete_image(index: IndexDep, image_id: ImageId) -> ImageOut:
-    """Remove an image from the store and the vector index; answers what was removed."""
-    # SQLite, blob and FAISS writes block: in the thread pool.
+    """Move an image to the trash: gone from search, listings and duplicates, kept whole until restored
+    (`POST /trash/{id}/restore`) or deleted for good (`DELETE /trash/{id}`). Answers it, `trashed_at` set."""
+    # SQLite and vector writes block: in the thread pool.
     return ImageOut.of(await run_in_threadpool(index.delete, image_id))

@@ -21,7 +21,8 @@ async def ingest(
     settings: SettingsDep,
     form: Annotated[UploadFiles, File()],
 ) -> IngestResponse:
-    """Store each uploaded image (idempotent by content: the same bytes again report 'exists').
+    """Store each uploaded image (idempotent by content: the same bytes again report 'exists', or 'restored'
+    when they were in the trash, which they leave under the same id).
 
     All or nothing: if any file is not a usable image, nothing is stored and the answer is an error.
     """

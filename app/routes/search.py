@@ -108,10 +108,11 @@ class RankRequest(BaseModel):
 
 def _rank(index: ImageIndex, request: RankRequest) -> SearchResponse:
     info = index.resolve_ref(request.ref)
-    infos = index.store.get_many(list(dict.fromkeys(request.ids)))
+    found = index.store.get_many(list(dict.fromkeys(request.ids)))
+    infos = {i: image for i, image in found.items() if image.trashed_at is None}
     missing = sorted(set(request.ids) - set(infos))
     if missing:
-        raise UnknownReference(f"no images with ids {missing[:10]}")
+        raise UnknownReference(f"no images with ids {missing[:10]} (outside the trash)")
     try:
         ranked = index.rank(info.id, list(infos), request.metric)
     except KeyError as exc:  # deleted between the lookup and the ranking

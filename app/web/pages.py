@@ -23,6 +23,7 @@ NAV = (
     ("library", "/library", "Library"),
     ("add", "/library/add", "Add images"),
     ("duplicates", "/library/duplicates", "Duplicates"),
+    ("trash", "/library/trash", "Trash"),
 )
 
 
@@ -37,8 +38,8 @@ def _nav_page(view: str, title: str) -> Callable[[Request], Awaitable[HTMLRespon
     return page
 
 
-# Search, the library, adding images and duplicates: each a template named after its view. Before the
-# detail page, whose path would otherwise match /library/add and /library/duplicates.
+# Search, the library, adding images, duplicates and the trash: each a template named after its view. Before
+# the detail page, whose path would otherwise match /library/add, /library/duplicates and /library/trash.
 for _view, _path, _title in NAV:
     router.add_api_route(_path, _nav_page(_view, _title), methods=["GET"], response_class=HTMLResponse)
 

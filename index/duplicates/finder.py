@@ -3,6 +3,9 @@
 Candidate pairs come from the vector index (`candidates`); at `exact` and `near` each candidate is then proven
 by its pixels (`verifier`), at `similar` and at a threshold of one's own the similarity decides (with the
 verified copies that heavy edits moved below `similar`). Groups are guarded against chaining (`grouping`).
+
+Only live images are grouped (the vector index holds no image in the trash), and a pair that a "not duplicates"
+decision names is never a pair (`decisions`): such pairs are dropped before anything is verified.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from numpy.typing import NDArray
 from sqlalchemy import func, select
 
 from index.duplicates.candidates import Pairs, find_pairs
+from index.duplicates.decisions import load_decisions
 from index.duplicates.grouping import DuplicateGroup, DuplicateMember, exif_richness, group_pairs, keep_order
 from index.duplicates.space import Criterion, DuplicateSpace
 from index.duplicates.verification import Evidence
 from index.duplicates.verifier import PairVerifier, identical_bytes
-from index.storage.schema import NameRow
-from index.storage.store import ImageInfo, ImageStore
+from index.storage.schema import ImageRow, NameRow
+from index.storage.store import LIVE, ImageInfo, ImageStore
 from index.vectors.faiss_index import VectorIndex
 
 
@@ -62,9 +66,12 @@ class DuplicateFinder:
         return out
 
     def _multi_named(self, among: Collection[int] | None) -> list[int]:
-        """Rows stored under several names or paths: exact byte copies."""
+        """Live rows stored under several names or paths of their own: exact byte copies (names recorded from
+        a copy resolved into a row are not copies of it)."""
         with self.store.session() as s:
-            query = select(NameRow.image_id).group_by(NameRow.image_id).having(func.count() > 1)
+            live = select(ImageRow.id).where(LIVE)
+            own = NameRow.merged_from.is_(None) & NameRow.image_id.in_(live)
+            query = select(NameRow.image_id).where(own).group_by(NameRow.image_id).having(func.count() > 1)
             found = [int(i) for i in s.scalars(query)]
         return found if among is None else [i for i in found if i in among]
 
@@ -162,11 +169,14 @@ class DuplicateFinder:
         """
         criterion = self.space.resolve(level, threshold)
         among = frozenset(among) if among is not None else None
-        key = (criterion, self._fingerprint(), among)
+        decisions = load_decisions(self.store)
+        key = (criterion, self._fingerprint(), among, decisions.key)
         with self._lock:
             if self._cache is not None and self._cache[0] == key:
                 return DuplicateReport(criterion, self._cache[1])
-        pairs = find_pairs(self.vectors, self.space, self._candidate_threshold(criterion), among)
+        pairs = decisions.drop_dismissed(
+            find_pairs(self.vectors, self.space, self._candidate_threshold(criterion), among)
+        )
         infos = self._infos(np.concatenate([pairs[0], pairs[1]]).tolist())
         edges = self._verified_pairs(criterion, pairs, infos)
         keys = self._order(infos)
@@ -181,6 +191,7 @@ class DuplicateFinder:
             criterion.threshold,
             order,
             linked=lambda keep, others, sims: self._linked(criterion, infos, keep, others, sims),
+            apart=decisions.apart,
         )
         groups = [
             DuplicateGroup(
@@ -211,7 +222,8 @@ class DuplicateFinder:
             InvalidArgument: bad level or threshold.
         """
         criterion = self.space.resolve(level, threshold)
-        _, others, sims = find_pairs(self.vectors, self.space, self._candidate_threshold(criterion), queries=[image_id])
+        pairs = find_pairs(self.vectors, self.space, self._candidate_threshold(criterion), queries=[image_id])
+        _, others, sims = load_decisions(self.store).drop_dismissed(pairs)
         infos = self._infos([image_id, *others.tolist()])
         if image_id not in infos:
             return DuplicateReport(criterion, [])
@@ -227,10 +239,14 @@ class DuplicateFinder:
         members += [DuplicateMember(infos[i], s, self._member_evidence(criterion, me, infos[i], s)) for i, s in ranked]
         return DuplicateReport(criterion, [DuplicateGroup(image_id, members, criterion.level)])
 
-    def _fingerprint(self) -> tuple[int, str, tuple[int, int]]:
-        """What the answer depends on: the stored ids, and the names (a copy stored under a new name adds no
-        vector, yet makes a group of exact copies). Names are only ever added, or removed with their image."""
+    def _fingerprint(self) -> tuple[int, str, tuple[int, int], tuple[int, int]]:
+        """What the answer depends on: the live ids, and the names (a copy stored under a new name adds no
+        vector, yet makes a group of exact copies). Names are only ever added, or removed with their image; the
+        rows' count and newest id change with every purge (ids are never reused), which may remove the newest
+        name without changing the live ids."""
         ids = self.vectors.ids()
         with self.store.session() as s:
             count, last = s.execute(select(func.count(NameRow.id), func.coalesce(func.max(NameRow.id), 0))).one()
-        return len(ids), hashlib.blake2b(ids.tobytes(), digest_size=16).hexdigest(), (int(count), int(last))
+            rows, newest = s.execute(select(func.count(ImageRow.id), func.coalesce(func.max(ImageRow.id), 0))).one()
+        digest = hashlib.blake2b(ids.tobytes(), digest_size=16).hexdigest()
+        return len(ids), digest, (int(count), int(last)), (int(rows), int(newest))

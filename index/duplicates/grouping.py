@@ -123,6 +123,7 @@ def group_pairs(
     order: Callable[[Sequence[int]], dict[int, Any]],
     guarded: bool = True,
     linked: Linked | None = None,
+    apart: Callable[[int, int], bool] | None = None,
 ) -> list[tuple[int, list[tuple[int, float]]]]:
     """Groups of ids from duplicate pairs: (kept id, [(id, similarity to the kept one)], kept first).
 
@@ -130,7 +131,8 @@ def group_pairs(
     connected component, the image to keep takes every member linked to itself — within `threshold` of it, or
     what `linked` says (a verified copy of it) — and the rest is grouped again the same way, so every member is
     linked to the kept image, not only to another member. Single-link (`guarded=False`) keeps whole
-    components, chains included.
+    components, chains included. `apart(kept, other)` true: a decision says they are not duplicates, so the
+    kept image never takes that one (it reaches it through other pairs).
     """
     a, b, _ = pairs
     comps = components(a, b)
@@ -149,6 +151,8 @@ def group_pairs(
                 taken = [n for n in range(len(rest)) if sims[n] >= threshold]
             else:
                 taken = [0] + [n + 1 for n, ok in enumerate(linked(keep, rest[1:], sims[1:])) if ok]
+            if apart is not None:
+                taken = [n for n in taken if n == 0 or not apart(keep, rest[n])]
             if len(taken) > 1:
                 members = sorted(((rest[n], float(sims[n])) for n in taken[1:]), key=lambda m: (-m[1], keys[m[0]]))
                 out.append((keep, [(keep, 1.0), *members]))

@@ -1,4 +1,5 @@
-"""The metadata schema as SQLAlchemy ORM tables: images, their names and labels, and the index's meta.
+"""The metadata schema as SQLAlchemy ORM tables: images, their names and labels, the index's meta, and the
+"not duplicates" decisions.
 
 Alembic migrations (`index/storage/migrations`) create and change these tables; this module says what they are.
 """
@@ -38,6 +39,8 @@ class ImageRow(Base):
     predictions: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # When it was moved to the trash (NULL while it is live): kept whole, hidden from search and listings.
+    trashed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True, default=None)
     names: Mapped[list[NameRow]] = relationship(
         back_populates="image", cascade="all, delete-orphan", passive_deletes=True, order_by="NameRow.id"
     )
@@ -53,6 +56,9 @@ class NameRow(Base):
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(512))
     path: Mapped[str] = mapped_column(String(4096), default="")
+    # The sha256 of the copy this name came from, when a duplicate group was resolved by keeping this image
+    # and moving that copy to the trash; NULL for a name this image's own bytes were seen under.
+    merged_from: Mapped[str | None] = mapped_column(String(64), default=None)
     image: Mapped[ImageRow] = relationship(back_populates="names")
 
 
@@ -86,3 +92,28 @@ class SeenFileRow(Base):
     ctime_ns: Mapped[int] = mapped_column(BigInteger)
     inode: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
+
+
+class DismissalRow(Base):
+    """A person's decision that some images are not duplicates of each other."""
+
+    __tablename__ = "duplicate_dismissals"
+    # AUTOINCREMENT: an undone decision's id is never handed out again.
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    members: Mapped[list[DismissalMemberRow]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="DismissalMemberRow.sha256"
+    )
+
+
+class DismissalMemberRow(Base):
+    """One image of a decision, by content: the decision outlives re-ingests, the trash and rebuilds."""
+
+    __tablename__ = "duplicate_dismissal_members"
+
+    dismissal_id: Mapped[int] = mapped_column(
+        ForeignKey("duplicate_dismissals.id", ondelete="CASCADE"), primary_key=True
+    )
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)

@@ -4,25 +4,33 @@ are in `index.storage.schema`), and the kept image bytes."""
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import ColumnElement, Select, delete, func, select, update
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session, defer, selectinload, sessionmaker
 
-from index.errors import BackendUnavailable, InvalidArgument
+from index.errors import BackendUnavailable, ImageInTrash, InvalidArgument, NotInTrash, UnknownReference
 from index.model.registry import Prediction
 from index.storage import blobs as blob_storage
 from index.storage.database import create_store_engine, migrate, sqlite_url
 from index.storage.datadir import check_database_present
-from index.storage.schema import ImageRow, LabelRow, MetaRow, NameRow, SeenFileRow
+from index.storage.schema import (
+    DismissalMemberRow,
+    DismissalRow,
+    ImageRow,
+    LabelRow,
+    MetaRow,
+    NameRow,
+    SeenFileRow,
+)
 from index.storage.seen_files import FileStat
 
 
@@ -42,6 +50,15 @@ class NewImage:
 
 
 @dataclass(frozen=True)
+class ReplacedCopy:
+    """A file of a duplicate copy that went to the trash when its group was resolved in favour of this image."""
+
+    name: str
+    path: str
+    sha256: str  # the copy's content
+
+
+@dataclass(frozen=True)
 class ImageInfo:
     """A stored image as callers see it (no embedding)."""
 
@@ -56,6 +73,8 @@ class ImageInfo:
     model: str
     predictions: list[Prediction]
     created_at: datetime
+    trashed_at: datetime | None = None  # None while it is live
+    replaced: list[ReplacedCopy] = field(default_factory=list)
 
     @property
     def filename(self) -> str:
@@ -70,26 +89,49 @@ def _predictions_from_json(raw: list[dict[str, Any]]) -> list[Prediction]:
     return [Prediction(str(p["label"]), int(p["class_index"]), float(p["score"])) for p in raw]
 
 
+@dataclass(frozen=True)
+class Dismissal:
+    """A decision that some images (by content) are not duplicates of each other."""
+
+    id: int
+    created_at: datetime
+    sha256s: list[str]
+
+
+def _utc(when: datetime) -> datetime:
+    # SQLite keeps no time zone; the store always writes UTC.
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 def _info(row: ImageRow) -> ImageInfo:
+    own = [n for n in row.names if n.merged_from is None]
     return ImageInfo(
         id=row.id,
         sha256=row.sha256,
-        names=list(dict.fromkeys(n.name for n in row.names)),
-        paths=[n.path for n in row.names if n.path],
+        names=list(dict.fromkeys(n.name for n in own)),
+        paths=[n.path for n in own if n.path],
         byte_size=row.byte_size,
         width=row.width,
         height=row.height,
         format=row.format,
         model=row.model,
         predictions=_predictions_from_json(row.predictions),
-        # SQLite keeps no time zone; the store always writes UTC.
-        created_at=row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC),
+        created_at=_utc(row.created_at),
+        trashed_at=_utc(row.trashed_at) if row.trashed_at is not None else None,
+        replaced=[ReplacedCopy(n.name, n.path, n.merged_from) for n in row.names if n.merged_from is not None],
     )
+
+
+LIVE: ColumnElement[bool] = ImageRow.trashed_at.is_(None)
+IN_TRASH: ColumnElement[bool] = ImageRow.trashed_at.is_not(None)
 
 
 def _filtered(
     query: Select[Any], classes: Iterable[int] | None, name: str | None, *, ilike: bool = False
 ) -> Select[Any]:
+    """Live images (not in the trash) with one of `classes` among their top predictions and a name containing
+    `name` (a name recorded from a copy resolved into an image counts)."""
+    query = query.where(LIVE)
     # Semi-joins: the label filter goes through the class_index index; a substring of a name cannot use an
     # index, so the narrow name index is scanned (tests/benchmarks/web_library.py measures both at 100k).
     if classes is not None:
@@ -189,12 +231,31 @@ class ImageStore:
     # --- images -----------------------------------------------------------------------------------------
 
     def count(self) -> int:
+        """Live images (the trash not counted)."""
         with self.session() as s:
-            return int(s.scalar(select(func.count(ImageRow.id))) or 0)
+            return int(s.scalar(select(func.count(ImageRow.id)).where(LIVE)) or 0)
 
     def ids(self) -> NDArray[np.int64]:
+        """The live images' ids, sorted: what the vector stores hold."""
         with self.session() as s:
-            return np.fromiter(s.scalars(select(ImageRow.id).order_by(ImageRow.id)), dtype=np.int64)
+            return np.fromiter(s.scalars(select(ImageRow.id).where(LIVE).order_by(ImageRow.id)), dtype=np.int64)
+
+    def live_among(self, ids: Collection[int]) -> list[int]:
+        """Those of `ids` that are stored and not in the trash, sorted."""
+        return self._ids_where(ids, LIVE)
+
+    def trashed_among(self, ids: Collection[int]) -> list[int]:
+        """Those of `ids` that are in the trash, sorted."""
+        return self._ids_where(ids, IN_TRASH)
+
+    def _ids_where(self, ids: Collection[int], condition: ColumnElement[bool]) -> list[int]:
+        unique = sorted({int(i) for i in ids})
+        found: list[int] = []
+        with self.session() as s:
+            for start in range(0, len(unique), 900):
+                chunk = unique[start : start + 900]
+                found.extend(s.scalars(select(ImageRow.id).where(ImageRow.id.in_(chunk), condition)))
+        return sorted(found)
 
     def ids_by_sha(self, hashes: Iterable[str]) -> dict[str, int]:
         hashes = list(dict.fromkeys(hashes))
@@ -336,7 +397,7 @@ class ImageStore:
     def list_images(
         self, offset: int, limit: int, classes: Iterable[int] | None = None, name: str | None = None
     ) -> list[ImageInfo]:
-        """A page of images in id order, optionally only those with one of `classes` among their top
+        """A page of live images in id order, optionally only those with one of `classes` among their top
         predictions and a name containing `name` (ASCII letters in any case)."""
         # The page's ids first, from the narrow id index (an offset walks it, not the wide rows), then those rows.
         page = (
@@ -354,8 +415,6 @@ class ImageStore:
 
     def count_images(self, classes: Iterable[int] | None = None, name: str | None = None) -> int:
         """How many images `list_images` with the same filters pages through."""
-        if classes is None and not name:
-            return self.count()
         with self.session() as s:
             return int(s.scalar(_filtered(select(func.count(ImageRow.id)), classes, name, ilike=self._ilike)) or 0)
 
@@ -378,13 +437,12 @@ class ImageStore:
         return out
 
     def iter_embeddings(self, batch: int = 10_000) -> Iterator[tuple[NDArray[np.int64], NDArray[np.float32]]]:
-        """All (ids, vectors) in id order, a batch at a time."""
+        """All live (ids, vectors) in id order, a batch at a time: what a vector store is built from."""
         last = 0
         while True:
             with self.session() as s:
-                rows = s.execute(
-                    select(ImageRow.id, ImageRow.embedding).where(ImageRow.id > last).order_by(ImageRow.id).limit(batch)
-                ).all()
+                query = select(ImageRow.id, ImageRow.embedding).where(ImageRow.id > last, LIVE)
+                rows = s.execute(query.order_by(ImageRow.id).limit(batch)).all()
             if not rows:
                 return
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -393,7 +451,7 @@ class ImageStore:
             last = int(ids[-1])
 
     def iter_rows(self, batch: int = 256) -> Iterator[list[tuple[int, str]]]:
-        """All (id, sha256) pairs in id order, a batch at a time (for re-embedding)."""
+        """All (id, sha256) pairs in id order, the trash included, a batch at a time (for re-embedding)."""
         last = 0
         while True:
             query = select(ImageRow.id, ImageRow.sha256).where(ImageRow.id > last).order_by(ImageRow.id).limit(batch)
@@ -436,3 +494,178 @@ class ImageStore:
             s.delete(row)
         self.blobs.delete(info.sha256)
         return info
+
+    # --- the trash --------------------------------------------------------------------------------------
+
+    def move_to_trash(self, image_id: int) -> ImageInfo:
+        """Mark a live image as in the trash (its row, names, bytes and embedding stay). Returns it, trashed.
+
+        Raises:
+            UnknownReference: no such image.
+            ImageInTrash: it is in the trash already.
+        """
+        with self.session() as s:
+            row = _live_row(s, image_id)
+            row.trashed_at = datetime.now(UTC)
+            s.flush()
+            return _info(row)
+
+    def restore(self, image_id: int) -> ImageInfo:
+        """Take an image out of the trash. Returns it, live again.
+
+        Raises:
+            UnknownReference: no such image.
+            NotInTrash: it is not in the trash.
+        """
+        with self.session() as s:
+            row = _trashed_row(s, image_id)
+            row.trashed_at = None
+            s.flush()
+            return _info(row)
+
+    def restore_many(self, ids: Collection[int]) -> list[int]:
+        """Take those of `ids` that are in the trash out of it, in one transaction; returns them, sorted."""
+        unique = sorted({int(i) for i in ids})
+        restored: list[int] = []
+        with self.session() as s:
+            for start in range(0, len(unique), 900):
+                stmt = (
+                    update(ImageRow)
+                    .where(ImageRow.id.in_(unique[start : start + 900]), IN_TRASH)
+                    .values(trashed_at=None)
+                    .returning(ImageRow.id)
+                )
+                restored.extend(s.scalars(stmt))
+        return sorted(restored)
+
+    def purge(self, image_id: int) -> ImageInfo:
+        """Delete an image in the trash for good: the row (names and labels cascade), then its bytes.
+
+        Raises:
+            UnknownReference: no such image.
+            NotInTrash: it is live (only the trash is purged).
+        """
+        with self.session() as s:
+            row = _trashed_row(s, image_id)
+            info = _info(row)
+            s.delete(row)
+        self.blobs.delete(info.sha256)
+        return info
+
+    def trashed_ids(self, before: datetime | None = None) -> list[int]:
+        """Ids in the trash (only those trashed before `before`, when given), in id order."""
+        query = select(ImageRow.id).where(IN_TRASH)
+        if before is not None:
+            query = query.where(ImageRow.trashed_at < before)
+        with self.session() as s:
+            return [int(i) for i in s.scalars(query.order_by(ImageRow.id))]
+
+    def count_trash(self) -> int:
+        with self.session() as s:
+            return int(s.scalar(select(func.count(ImageRow.id)).where(IN_TRASH)) or 0)
+
+    def list_trash(self, offset: int, limit: int) -> list[ImageInfo]:
+        """A page of the trash, most recently trashed first."""
+        order = (ImageRow.trashed_at.desc(), ImageRow.id.desc())
+        page = select(ImageRow.id).where(IN_TRASH).order_by(*order).offset(offset).limit(limit)
+        with self.session() as s:
+            ids = list(s.scalars(page))
+            query = select(ImageRow).where(ImageRow.id.in_(ids)).order_by(*order)
+            rows = s.scalars(query.options(selectinload(ImageRow.names), defer(ImageRow.embedding))).all()
+            return [_info(r) for r in rows]
+
+    def resolve_duplicates(self, keep: int, remove: Sequence[int]) -> tuple[ImageInfo, list[ImageInfo]]:
+        """Keep one live image and move the live copies `remove` to the trash, in one transaction; every name
+        and path of the copies is recorded on the kept image too. Returns (kept, trashed).
+
+        Raises:
+            InvalidArgument: `remove` is empty, repeats an id, or holds `keep`.
+            UnknownReference, ImageInTrash: an id is unknown, or already in the trash.
+        """
+        if not remove:
+            raise InvalidArgument("name at least one image to move to the trash")
+        if len(set(remove)) != len(remove):
+            raise InvalidArgument("an image is named twice in remove")
+        if keep in remove:
+            raise InvalidArgument(f"image {keep} cannot be both kept and removed")
+        now = datetime.now(UTC)
+        with self.session() as s:
+            kept = _live_row(s, keep)
+            copies = [_live_row(s, image_id) for image_id in remove]
+            names = [
+                {"image_id": keep, "name": n.name, "path": n.path, "merged_from": row.sha256}
+                for row in copies
+                for n in row.names
+            ]
+            if names:
+                s.execute(self._insert(NameRow).on_conflict_do_nothing(), names)
+            for row in copies:
+                row.trashed_at = now
+            s.flush()
+            trashed = [_info(row) for row in copies]
+            s.expire(kept, ["names"])  # read again with the names just recorded
+            return _info(kept), trashed
+
+    # --- "not duplicates" decisions -----------------------------------------------------------------------
+
+    def add_dismissal(self, hashes: Sequence[str]) -> Dismissal:
+        """Record that the images with these contents are not duplicates of each other."""
+        with self.session() as s:
+            row = DismissalRow(created_at=datetime.now(UTC))
+            row.members = [DismissalMemberRow(sha256=h) for h in sorted(set(hashes))]
+            s.add(row)
+            s.flush()
+            return _dismissal(row)
+
+    def dismissals(self, offset: int, limit: int) -> list[Dismissal]:
+        """A page of decisions, the newest first."""
+        query = select(DismissalRow).order_by(DismissalRow.id.desc()).offset(offset).limit(limit)
+        with self.session() as s:
+            return [_dismissal(r) for r in s.scalars(query.options(selectinload(DismissalRow.members)))]
+
+    def count_dismissals(self) -> int:
+        with self.session() as s:
+            return int(s.scalar(select(func.count(DismissalRow.id))) or 0)
+
+    def delete_dismissal(self, dismissal_id: int) -> Dismissal | None:
+        """Undo a decision; returns it (None when there is no such decision)."""
+        with self.session() as s:
+            row = s.get(DismissalRow, dismissal_id)
+            if row is None:
+                return None
+            dismissal = _dismissal(row)
+            s.delete(row)
+            return dismissal
+
+    def dismissed_images(self) -> list[tuple[int, int]]:
+        """(decision id, image id) for every stored image a decision names (by its content)."""
+        member = DismissalMemberRow
+        query = select(member.dismissal_id, ImageRow.id).join(ImageRow, ImageRow.sha256 == member.sha256)
+        with self.session() as s:
+            return [(int(d), int(i)) for d, i in s.execute(query)]
+
+
+def _live_row(s: Session, image_id: int) -> ImageRow:
+    row = s.get(ImageRow, image_id)
+    if row is None:
+        raise UnknownReference(f"no image with id {image_id}")
+    if row.trashed_at is not None:
+        raise ImageInTrash(f"image {image_id} ({_first_name(row)}) is in the trash")
+    return row
+
+
+def _trashed_row(s: Session, image_id: int) -> ImageRow:
+    row = s.get(ImageRow, image_id)
+    if row is None:
+        raise UnknownReference(f"no image with id {image_id}")
+    if row.trashed_at is None:
+        raise NotInTrash(f"image {image_id} ({_first_name(row)}) is not in the trash")
+    return row
+
+
+def _first_name(row: ImageRow) -> str:
+    return next((n.name for n in row.names if n.merged_from is None), row.sha256[:12])
+
+
+def _dismissal(row: DismissalRow) -> Dismissal:
+    return Dismissal(id=row.id, created_at=_utc(row.created_at), sha256s=[m.sha256 for m in row.members])

@@ -23,11 +23,17 @@ class ThumbnailCache:
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}.jpg"
 
-    def get(self, sha256: str, read_original: Callable[[], bytes]) -> bytes:
+    def get(
+        self, sha256: str, read_original: Callable[[], bytes], still_stored: Callable[[], bool] | None = None
+    ) -> bytes:
         """The thumbnail of `sha256`, made from `read_original()` and kept when it is not there yet.
 
+        `still_stored()`, asked after a thumbnail was made and written: false when its image was deleted
+        meanwhile, whose removal of the thumbnail may have come before the file existed; the file is then
+        removed here, and FileNotFoundError raised.
+
         Raises:
-            FileNotFoundError: the original bytes are not kept either (from `read_original`).
+            FileNotFoundError: the original bytes are not kept either (from `read_original`), or no longer.
             ImageDecodeError, ImageTooLarge: the original is not a usable image.
         """
         path = self.path(sha256)
@@ -41,6 +47,9 @@ class ThumbnailCache:
         tmp = path.with_name(f".{sha256}.{uuid.uuid4().hex}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)
+        if still_stored is not None and not still_stored():
+            path.unlink(missing_ok=True)
+            raise FileNotFoundError(f"{sha256} was deleted while its thumbnail was made")
         return data
 
     def remove(self, sha256: str) -> None:

@@ -169,9 +169,22 @@ class VectorIndex:
         if len(ids) == 0:
             return
         vectors = checked_vectors(ids, vectors, self.meta.dim)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
         with self._lock.write():
-            self._index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+            if self._removed:
+                # An HNSW graph still holds a removed (masked) vector: adding that id back (an image restored
+                # from the trash) unmasks it. Both came from the same stored embedding, which only a re-embed
+                # changes, and that rebuilds the whole index.
+                masked = np.isin(ids, np.fromiter(self._removed, np.int64)) & self._holds(ids)
+                self._removed.difference_update(int(i) for i in ids[masked])
+                ids, vectors = ids[~masked], vectors[~masked]
+            if len(ids):
+                self._index.add_with_ids(vectors, ids)
             self.dirty = True
+
+    def _holds(self, ids: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """Whether each id has a vector in the FAISS index, masked or not."""
+        return np.isin(ids, faiss.vector_to_array(self._index.id_map).astype(np.int64))
 
     def remove(self, ids: NDArray[np.int64]) -> None:
         if len(ids) == 0:

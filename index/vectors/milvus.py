@@ -254,7 +254,8 @@ def _classes_of(store: ImageStore, ids: list[int]) -> dict[int, list[int]]:
 
 
 def open_milvus(settings: Settings, store: ImageStore, meta: IndexMeta) -> MilvusVectorStore:
-    """The collection, reconciled with the metadata database: vectors of deleted rows removed, missing added.
+    """The collection, reconciled with the metadata database: vectors of deleted or trashed rows removed, missing
+    live ones added.
 
     Raises:
         BackendUnavailable: see `MilvusVectorStore`.
@@ -269,8 +270,9 @@ def open_milvus(settings: Settings, store: ImageStore, meta: IndexMeta) -> Milvu
         missing = np.setdiff1d(stored, indexed, assume_unique=True)
         for start in range(0, len(missing), 10_000):
             chunk = missing[start : start + 10_000]
-            # Another replica may delete some of these meanwhile: add what is still stored.
-            present = np.array(sorted(store.get_many(chunk.tolist())), dtype=np.int64)
+            # Another replica may delete some of these meanwhile (or move them to the trash): add what is still
+            # stored and live.
+            present = np.array(store.live_among(chunk.tolist()), dtype=np.int64)
             if len(present):
                 vectors.add(present, store.embeddings(present.tolist(), meta.dim))
         if len(missing):

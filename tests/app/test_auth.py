@@ -24,6 +24,7 @@ def test_without_a_key_only_probes_and_the_page_shell_answer(locked: TestClient)
         "/",
         "/library",
         "/library/add",
+        "/library/trash",
         "/library/1",
     ):
         assert locked.get(path).status_code == 200, path
@@ -66,6 +67,30 @@ def test_a_read_key_reads_and_searches_but_cannot_change_the_index(locked: TestC
     refused = locked.delete(f"/images/{image_id}", headers=read)
     assert refused.status_code == 403 and "write" in refused.json()["detail"]
     assert locked.delete(f"/images/{image_id}", headers=write).status_code == 200
+
+
+def test_the_trash_and_the_decisions_are_read_with_a_read_key_and_changed_only_with_a_write_key(
+    locked: TestClient,
+) -> None:
+    write, read = {"X-API-Key": "writer-key"}, {"X-API-Key": "reader-key"}
+    ingested = locked.post("/ingest", files=upload("cat.png", "cat_crop.jpg"), headers=write).json()["results"]
+    cat, crop = (r["id"] for r in ingested)
+    assert locked.delete(f"/images/{crop}", headers=write).status_code == 200
+    for method, path, body in (
+        ("POST", f"/trash/{crop}/restore", None),
+        ("DELETE", f"/trash/{crop}", None),
+        ("DELETE", "/trash", None),
+        ("POST", "/duplicates/resolve", {"keep": cat, "remove": [crop]}),
+        ("POST", "/duplicates/dismiss", {"ids": [cat, crop]}),
+        ("DELETE", "/duplicates/dismissed/1", None),
+    ):
+        refused = locked.request(method, path, json=body, headers=read)
+        assert refused.status_code == 403 and "write" in refused.json()["detail"], path
+        assert locked.request(method, path, json=body).status_code == 401, path
+    assert locked.get("/trash", headers=read).json()["total"] == 1
+    assert locked.get("/duplicates/dismissed", headers=read).json()["total"] == 0
+    assert locked.post(f"/trash/{crop}/restore", headers=write).status_code == 200
+    assert locked.post("/duplicates/dismiss", json={"ids": [cat, crop]}, headers=write).status_code == 201
 
 
 def test_without_keys_configured_the_api_stays_open(client: TestClient) -> None:

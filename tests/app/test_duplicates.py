@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -10,7 +11,7 @@ from PIL import Image, ImageOps
 
 from index.duplicates import LEVEL_MEANINGS
 from index.model.registry import resolve_embedding
-from tests.app.conftest import ingest_photos
+from tests.app.conftest import ClientFactory, ingest_photos
 from tests.conftest import IMAGES_DIR
 
 NEAR = resolve_embedding("default").duplicates.near
@@ -154,3 +155,167 @@ def test_a_new_copy_shows_up_in_the_next_answer(client: TestClient) -> None:
     assert client.get("/duplicates").json()["total"] == 0
     client.post("/ingest", files=[("files", ("coins_small.jpg", _copy("coins.jpg", "small")))])
     assert client.get("/duplicates").json()["total"] == 1
+
+
+# --- resolving a group, and "not duplicates" decisions -----------------------------------------------------
+
+LEVELS = [{"level": "exact"}, {"level": "near"}, {"level": "similar"}, {"threshold": 0.5}]
+
+
+def paired(client: TestClient, a: int, b: int, **params: object) -> bool:
+    """Whether a group has `a` and `b` as its kept image and a copy of it, either way round."""
+    groups = client.get("/duplicates", params={"limit": 1000, **params}).json()["groups"]
+    return any({a, b} <= {i["id"] for i in g["images"]} and g["keep"] in (a, b) for g in groups)
+
+
+@pytest.fixture
+def copies(client: TestClient) -> dict[str, int]:
+    """A fresh API with the astronaut, two edited copies of it, and the rocket with one."""
+    ids = ingest_photos(client, "astronaut.jpg", "rocket.jpg", "coffee.jpg")
+    files = [
+        ("files", ("astronaut_mirror.jpg", _copy("astronaut.jpg", "mirror"))),
+        ("files", ("astronaut_small.jpg", _copy("astronaut.jpg", "small"))),
+        ("files", ("rocket_small.jpg", _copy("rocket.jpg", "small"))),
+    ]
+    response = client.post("/ingest", files=files)
+    assert response.status_code == 200, response.text
+    return {**ids, **{r["filename"]: r["id"] for r in response.json()["results"]}}
+
+
+def test_resolving_a_group_trashes_the_copies_and_records_their_names_on_the_kept_image(
+    client: TestClient, copies: dict[str, int]
+) -> None:
+    astronaut, mirror, small = copies["astronaut.jpg"], copies["astronaut_mirror.jpg"], copies["astronaut_small.jpg"]
+    response = client.post("/duplicates/resolve", json={"keep": astronaut, "remove": [mirror, small]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["kept"]["id"] == astronaut and body["kept"]["names"] == ["astronaut.jpg"]
+    assert sorted(r["name"] for r in body["kept"]["replaced"]) == ["astronaut_mirror.jpg", "astronaut_small.jpg"]
+    assert sorted(t["id"] for t in body["trashed"]) == sorted([mirror, small]) and all(
+        t["trashed_at"] for t in body["trashed"]
+    )
+    assert client.get(f"/images/{astronaut}").json() == body["kept"]
+    assert sorted(i["id"] for i in client.get("/trash").json()["items"]) == sorted([mirror, small])
+    groups = client.get("/duplicates").json()["groups"]
+    assert [g["keep"] for g in groups] == [copies["rocket.jpg"]]  # the kept image is no group of its own
+    # Undone by restoring the copies.
+    for image_id in (mirror, small):
+        assert client.post(f"/trash/{image_id}/restore").status_code == 200
+    assert paired(client, astronaut, mirror) and paired(client, astronaut, small)
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"keep": "astronaut.jpg", "remove": []}, 422),
+        ({"keep": "astronaut.jpg", "remove": ["astronaut.jpg"]}, 422),
+        ({"keep": "astronaut.jpg", "remove": ["astronaut_small.jpg", "astronaut_small.jpg"]}, 422),
+        ({"keep": "astronaut.jpg", "remove": ["astronaut_small.jpg", 999_999]}, 404),
+        ({"keep": 999_999, "remove": ["astronaut_small.jpg"]}, 404),
+        ({"keep": "astronaut.jpg", "remove": ["coffee.jpg"]}, 404),  # in the trash
+        ({"keep": "astronaut.jpg"}, 422),
+        ({"keep": 0, "remove": ["astronaut_small.jpg"]}, 422),
+    ],
+)
+def test_resolving_with_bad_ids_is_a_clear_4xx_and_changes_nothing(
+    client: TestClient, copies: dict[str, int], body: dict[str, object], status: int
+) -> None:
+    client.delete(f"/images/{copies['coffee.jpg']}")
+    before = client.get("/images").json()
+
+    def ids(value: object) -> object:
+        return copies[value] if isinstance(value, str) else value
+
+    sent = {k: [ids(v) for v in value] if isinstance(value, list) else ids(value) for k, value in body.items()}
+    response = client.post("/duplicates/resolve", json=sent)
+    assert response.status_code == status, response.text
+    assert response.json()["detail"]
+    assert client.get("/images").json() == before
+    assert client.get("/trash").json()["total"] == 1
+
+
+def test_a_dismissed_pair_is_never_grouped_again_at_any_level_and_the_decision_can_be_undone(
+    client: TestClient, copies: dict[str, int]
+) -> None:
+    astronaut, mirror, small = copies["astronaut.jpg"], copies["astronaut_mirror.jpg"], copies["astronaut_small.jpg"]
+    assert paired(client, astronaut, mirror)
+    response = client.post("/duplicates/dismiss", json={"ids": [astronaut, mirror]})
+    assert response.status_code == 201, response.text
+    decision = response.json()
+    assert set(decision) == {"id", "created_at", "sha256s", "images"}
+    assert sorted(i["id"] for i in decision["images"]) == sorted([astronaut, mirror]) and len(decision["sha256s"]) == 2
+    for level in LEVELS:
+        assert not paired(client, astronaut, mirror, **level), level
+        others = client.get(f"/images/{astronaut}/duplicates", params=level).json()["images"]
+        assert mirror not in [i["id"] for i in others], level
+    assert paired(client, astronaut, small)
+    listed = client.get("/duplicates/dismissed").json()
+    assert (listed["total"], [d["id"] for d in listed["items"]]) == (1, [decision["id"]])
+
+    undone = client.delete(f"/duplicates/dismissed/{decision['id']}")
+    assert undone.status_code == 200 and undone.json()["id"] == decision["id"]
+    assert paired(client, astronaut, mirror)
+    assert client.get("/duplicates/dismissed").json()["total"] == 0
+    assert client.delete(f"/duplicates/dismissed/{decision['id']}").status_code == 404
+
+
+def test_a_decision_holds_after_a_restart_and_a_reingest(make_client: ClientFactory, tmp_path: Path) -> None:
+    first = make_client(data_dir=tmp_path / "kept")
+    ids = ingest_photos(first, "rocket.jpg")
+    small_bytes = _copy("rocket.jpg", "small")
+    small = first.post("/ingest", files=[("files", ("rocket_small.jpg", small_bytes))]).json()["results"][0]["id"]
+    rocket = ids["rocket.jpg"]
+    assert first.post("/duplicates/dismiss", json={"ids": [rocket, small]}).status_code == 201
+    first.__exit__(None, None, None)
+
+    second = make_client(data_dir=tmp_path / "kept")
+    assert not paired(second, rocket, small, level="similar")
+    # Ingested again, trashed and purged, then ingested once more (a new id): still not a pair.
+    again = second.post("/ingest", files=[("files", ("rocket again.jpg", small_bytes))]).json()["results"][0]
+    assert again["status"] == "exists" and not paired(second, rocket, small, level="similar")
+    second.delete(f"/images/{small}")
+    second.delete(f"/trash/{small}")
+    fresh = second.post("/ingest", files=[("files", ("rocket_small.jpg", small_bytes))]).json()["results"][0]
+    assert fresh["status"] == "added" and fresh["id"] != small
+    assert not paired(second, rocket, fresh["id"], level="similar")
+    assert [i["id"] for i in second.get("/duplicates/dismissed").json()["items"][0]["images"]] in (
+        [rocket, fresh["id"]],
+        [fresh["id"], rocket],
+    )
+
+
+@pytest.mark.parametrize(
+    ("ids", "status"),
+    [
+        (["rocket.jpg"], 422),
+        ([], 422),
+        (["rocket.jpg", "rocket.jpg"], 422),
+        (["rocket.jpg", 999_999], 404),
+        (["rocket.jpg", 0], 422),
+        ("rocket.jpg", 422),
+    ],
+)
+def test_a_bad_decision_is_a_clear_4xx_and_changes_nothing(
+    client: TestClient, copies: dict[str, int], ids: object, status: int
+) -> None:
+    sent = [copies[i] if isinstance(i, str) else i for i in ids] if isinstance(ids, list) else ids
+    response = client.post("/duplicates/dismiss", json={"ids": sent})
+    assert response.status_code == status, response.text
+    assert response.json()["detail"]
+    assert client.get("/duplicates/dismissed").json()["total"] == 0
+    assert paired(client, copies["rocket.jpg"], copies["rocket_small.jpg"])
+
+
+def test_decisions_are_paged_newest_first(client: TestClient, copies: dict[str, int]) -> None:
+    made = [
+        client.post("/duplicates/dismiss", json={"ids": [copies[a], copies[b]]}).json()["id"]
+        for a, b in [
+            ("astronaut.jpg", "astronaut_small.jpg"),
+            ("rocket.jpg", "rocket_small.jpg"),
+            ("coffee.jpg", "rocket.jpg"),
+        ]
+    ]
+    page = client.get("/duplicates/dismissed", params={"offset": 1, "limit": 1}).json()
+    assert (page["total"], page["offset"], page["limit"], [d["id"] for d in page["items"]]) == (3, 1, 1, [made[1]])
+    assert client.get("/duplicates/dismissed", params={"limit": 0}).status_code == 422
+    assert client.delete("/duplicates/dismissed/0").status_code == 422

@@ -60,22 +60,22 @@ def test_an_invalid_image_id_is_422(photo_client: TestClient, image_id: str) -> 
     assert photo_client.delete(f"/images/{image_id}").status_code == 422
 
 
-def test_delete_removes_the_image_from_listing_content_and_search(client: TestClient) -> None:
+def test_delete_moves_the_image_out_of_listing_and_search_into_the_trash(client: TestClient) -> None:
     ids = ingest_photos(client, "cat.png", "cat_crop.jpg", "rocket.jpg")
     response = client.delete(f"/images/{ids['cat_crop.jpg']}")
     assert response.status_code == 200
-    assert response.json()["filename"] == "cat_crop.jpg"
-    assert client.get(f"/images/{ids['cat_crop.jpg']}").status_code == 404
-    assert client.get(f"/images/{ids['cat_crop.jpg']}/content").status_code == 404
+    assert response.json()["filename"] == "cat_crop.jpg" and response.json()["trashed_at"]
+    assert client.get(f"/images/{ids['cat_crop.jpg']}").json()["trashed_at"] == response.json()["trashed_at"]
     assert client.delete(f"/images/{ids['cat_crop.jpg']}").status_code == 404
     results = client.get("/search", params={"ref": "cat.png"}).json()["results"]
     assert [r["filename"] for r in results] == ["rocket.jpg"]
     assert client.get("/stats").json()["count"] == 2
 
 
-def test_deleted_content_can_be_ingested_again_under_a_new_id(client: TestClient) -> None:
+def test_content_deleted_for_good_can_be_ingested_again_under_a_new_id(client: TestClient) -> None:
     ids = ingest_photos(client, "coins.jpg")
     client.delete(f"/images/{ids['coins.jpg']}")
+    client.delete(f"/trash/{ids['coins.jpg']}")
     again = ingest_photos(client, "coins.jpg")
     assert again["coins.jpg"] != ids["coins.jpg"]
     assert client.get(f"/images/{again['coins.jpg']}/content").content == (IMAGES_DIR / "coins.jpg").read_bytes()
@@ -115,12 +115,14 @@ def test_an_unknown_image_has_no_thumbnail(photo_client: TestClient) -> None:
     assert photo_client.get("/images/0/thumbnail").status_code == 422
 
 
-def test_deleting_an_image_removes_its_kept_thumbnail(client: TestClient, tmp_path: Path) -> None:
+def test_deleting_an_image_for_good_removes_its_kept_thumbnail(client: TestClient, tmp_path: Path) -> None:
     ids = ingest_photos(client, "rocket.jpg", "coins.jpg")
     assert client.get(f"/images/{ids['rocket.jpg']}/thumbnail").status_code == 200
     kept = list((tmp_path / "data0" / "thumbnails").rglob("*.jpg"))
     assert len(kept) == 1
     assert client.delete(f"/images/{ids['rocket.jpg']}").status_code == 200
+    assert kept[0].exists() and client.get(f"/images/{ids['rocket.jpg']}/thumbnail").status_code == 200
+    assert client.delete(f"/trash/{ids['rocket.jpg']}").status_code == 200
     assert not kept[0].exists()
     assert client.get(f"/images/{ids['rocket.jpg']}/thumbnail").status_code == 404
     assert client.get(f"/images/{ids['coins.jpg']}/thumbnail").status_code == 200

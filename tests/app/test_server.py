@@ -46,6 +46,13 @@ def test_the_service_ingests_searches_deletes_and_keeps_everything_across_a_rest
         assert http.get("/search", params={"ref": "cat.png", "k": 10}).json() == after_delete
         assert http.post("/search", files=query, params={"k": 3}).json() == upload_after_delete
         assert http.get("/stats").json()["count"] == stats["count"]
+        # Still in the trash after the restart; restored, it is found again; deleted for good, it is gone.
+        assert http.get(f"/images/{ids['coins.jpg']}").json()["trashed_at"] is not None
+        assert [i["id"] for i in http.get("/trash").json()["items"]] == [ids["coins.jpg"]]
+        assert http.post(f"/trash/{ids['coins.jpg']}/restore").status_code == 200
+        assert http.get("/search", params={"ref": "coins.jpg"}).status_code == 200
+        assert http.delete(f"/images/{ids['coins.jpg']}").status_code == 200
+        assert http.delete(f"/trash/{ids['coins.jpg']}").status_code == 200
         assert http.get(f"/images/{ids['coins.jpg']}").status_code == 404
         content = http.get(f"/images/{ids['rocket.jpg']}/content")
         assert content.content == (IMAGES_DIR / "rocket.jpg").read_bytes()

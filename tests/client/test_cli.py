@@ -113,6 +113,24 @@ def test_second_run_embeds_nothing_and_prints_the_same_ranking(
     assert ranking(second[1]) == ranking(first[1])
 
 
+def test_a_run_restores_the_folders_images_that_are_in_the_trash_and_says_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, images_dir: Path, embedder: Embedder
+) -> None:
+    from index.service import ImageIndex
+
+    args = ("--images_folder", str(images_dir), "--data_dir", str(tmp_path / "data"), "--top_k", "0")
+    first = run(capsys, main, *args)
+    with ImageIndex(Settings(data_dir=tmp_path / "data"), embedder) as index:
+        rocket = index.resolve_ref("rocket.jpg")
+        index.delete(rocket.id)
+    second = run(capsys, main, *args)
+    assert first[0] == second[0] == 0
+    assert "0 embedded, 9 already indexed, 1 restored from the trash" in second[2]
+    assert ranking(second[1]) == ranking(first[1])
+    with ImageIndex(Settings(data_dir=tmp_path / "data"), embedder) as index:
+        assert index.get(rocket.id).trashed_at is None
+
+
 def test_euclidean_metric_ranks_by_ascending_distance(
     capsys: pytest.CaptureFixture[str], sample_settings: Settings, images_dir: Path
 ) -> None:

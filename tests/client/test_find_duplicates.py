@@ -15,8 +15,11 @@ import pytest
 from PIL import Image, ImageOps
 
 from client.duplicates import main
+from index.config import Settings
 from index.duplicates import LEVEL_MEANINGS
+from index.model.embedder import Embedder
 from index.model.registry import resolve_embedding
+from index.service import ImageIndex
 from tests.client.test_cli import assert_one_line_error, run
 from tests.conftest import IMAGES_DIR, REPO_ROOT
 
@@ -59,6 +62,21 @@ def test_json_lists_each_group_with_the_kept_image_first(
     assert all(i["evidence"] in ("aligned", "framing") for i in group["images"][1:])
     assert Path(group["images"][1]["path"]).parent == photo_folder.resolve()
     assert all(NEAR <= i["similarity"] < 1 for i in group["images"][1:])
+
+
+def test_images_a_decision_says_are_not_duplicates_are_not_grouped(
+    capsys: pytest.CaptureFixture[str], photo_folder: Path, tmp_path: Path, embedder: Embedder
+) -> None:
+    assert run(capsys, main, *_args(photo_folder, tmp_path, "--json"))[0] == 0
+    with ImageIndex(Settings(data_dir=tmp_path / "data"), embedder) as index:
+        mirror = index.resolve_ref("astronaut_mirror.jpg").id
+        index.dismiss_duplicates([index.resolve_ref("astronaut.jpg").id, mirror])
+    for level in ("exact", "near", "similar"):
+        code, out, err = run(capsys, main, *_args(photo_folder, tmp_path, "--json", "--level", level))
+        assert code == 0, err
+        for group in json.loads(out)["groups"]:
+            names = {i["filename"] for i in group["images"]}
+            assert not {"astronaut.jpg", "astronaut_mirror.jpg"} <= names, level
 
 
 def test_recursive_finds_byte_copies_in_subfolders_and_csv_has_one_row_per_file(

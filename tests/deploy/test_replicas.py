@@ -120,10 +120,17 @@ def test_two_replicas_behind_nginx_share_every_write(tmp_path: Path) -> None:
         assert all(search(balanced, "cat.png") == expected for _ in range(6))
         assert httpx.get(f"{first}/stats").json()["count"] == httpx.get(f"{second}/stats").json()["count"]
 
-        # A delete on one replica is gone from the other's searches and listings.
+        # A delete on one replica is gone from the other's searches and listings, and in its trash; restored
+        # through the other, it is found by both again.
         victim = expected[0][0]
         assert httpx.delete(f"{second}/images/{victim}").status_code == 200
         assert victim not in [i for i, _ in search(first, "cat.png")]
+        assert httpx.get(f"{first}/images/{victim}").json()["trashed_at"] is not None
+        assert [i["id"] for i in httpx.get(f"{first}/trash").json()["items"]] == [victim]
+        assert httpx.post(f"{first}/trash/{victim}/restore").status_code == 200
+        assert search(second, "cat.png") == expected
+        assert httpx.delete(f"{first}/images/{victim}").status_code == 200
+        assert httpx.delete(f"{second}/trash/{victim}").status_code == 200
         assert httpx.get(f"{first}/images/{victim}").status_code == 404
 
         # An image added through one replica is found by the other.

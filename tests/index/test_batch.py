@@ -60,3 +60,20 @@ def test_a_folder_is_stored_once_by_two_workers_and_a_second_run_resumes(
         stored = index.store.embeddings([first_photo.id], index.vectors.meta.dim)[0]
     assert sha == first_photo.sha256
     assert float(vector @ stored) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_file_whose_image_is_in_the_trash_restores_it_when_ingested_again(
+    local_ray: None, tmp_path: Path, images_copy: Path, embedder: CountingEmbedder
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    first = batch_ingest(settings, images_copy, workers=1, batch_size=4)
+    assert (first.added, first.restored) == (10, 0)
+    with ImageIndex(settings, embedder) as index:
+        coffee = index.resolve_ref("coffee.jpg")
+        index.delete(coffee.id)
+    second = batch_ingest(settings, images_copy, workers=1, batch_size=4)
+    # Only the trashed image's file is read again (the others are recorded for live images).
+    assert (second.skipped, second.added, second.existing, second.restored, second.failed) == (9, 0, 0, 1, 0)
+    with ImageIndex(settings, embedder) as index:
+        assert index.get(coffee.id).trashed_at is None and coffee.id in index.vectors.ids()
+        assert index.search_by_ref("coffee.jpg", k=1)[0].id == coffee.id

@@ -15,8 +15,10 @@ from index.config import Settings
 from index.errors import (
     AmbiguousReference,
     ImageDecodeError,
+    ImageInTrash,
     InvalidArgument,
     ModelMismatch,
+    NotInTrash,
     UnknownReference,
 )
 from index.model.embedder import Embedder
@@ -43,9 +45,10 @@ def faiss_ids(settings: Settings) -> list[int]:
 
 
 def sqlite_ids(settings: Settings) -> list[int]:
+    """The live images' ids, as SQLite itself has them."""
     db = sqlite3.connect(settings.data_dir / "imgsim.sqlite3")
     try:
-        return [row[0] for row in db.execute("SELECT id FROM images ORDER BY id")]
+        return [row[0] for row in db.execute("SELECT id FROM images WHERE trashed_at IS NULL ORDER BY id")]
     finally:
         db.close()
 
@@ -249,31 +252,118 @@ def test_listing_pages_through_every_image_in_id_order(sample_settings: Settings
 # --- delete ---------------------------------------------------------------------------------------------
 
 
-def test_deleted_image_is_gone_from_search_and_disk_and_stays_deleted(
+def test_a_deleted_image_goes_to_the_trash_hidden_from_search_and_kept_until_purged(
     sample_settings: Settings, embedder: CountingEmbedder, images_dir: Path
 ) -> None:
     with open_index(sample_settings, embedder) as index:
         victim = index.resolve_ref("cat_mirror.png")
         blob = index.store.blob_path(victim.sha256)
-        assert index.content(victim.id)[1] == (images_dir / "cat_mirror.png").read_bytes()
-        assert index.delete(victim.id).id == victim.id
+        trashed = index.delete(victim.id)
+        assert trashed.id == victim.id and trashed.trashed_at is not None
         _, hits = index.search_by_ref("cat.png", k=20)
         assert victim.id not in [h.image.id for h in hits] and len(hits) == 8
-        assert not blob.exists()
-        with pytest.raises(UnknownReference):
-            index.get(victim.id)
-        with pytest.raises(UnknownReference):
+        _, uploaded = index.search_by_image((images_dir / "cat_mirror.png").read_bytes(), "q.png", k=20)
+        assert victim.id not in [h.image.id for h in uploaded]
+        assert index.list_images()[0] == 9 and index.stats().count == 9 and index.stats().trashed == 1
+        # Kept whole: its row, names, bytes and thumbnail.
+        assert index.get(victim.id).trashed_at == trashed.trashed_at
+        assert index.content(victim.id)[1] == (images_dir / "cat_mirror.png").read_bytes()
+        with pytest.raises(ImageInTrash, match="in the trash"):
+            index.resolve_ref("cat_mirror.png")
+        with pytest.raises(ImageInTrash, match="in the trash"):
+            index.search_by_ref(str(victim.id))
+        with pytest.raises(ImageInTrash):
             index.delete(victim.id)
     assert victim.id not in faiss_ids(sample_settings)
     with open_index(sample_settings, embedder) as reopened:
-        assert reopened.list_images()[0] == 9
-        _, hits = reopened.search_by_ref("cat.png", k=20)
-        assert victim.id not in [h.image.id for h in hits]
+        assert reopened.list_images()[0] == 9 and reopened.list_trash() == (1, [reopened.get(victim.id)])
+        assert victim.id not in reopened.vectors.ids()
+        assert reopened.purge(victim.id).id == victim.id
+        assert not blob.exists()
         with pytest.raises(UnknownReference):
-            reopened.resolve_ref("cat_mirror.png")
+            reopened.get(victim.id)
+        with pytest.raises(UnknownReference):
+            reopened.restore(victim.id)
         again = {r.name: r for r in reopened.ingest_folder(images_dir)}["cat_mirror.png"]
     assert again.status == "added" and again.id is not None
     assert again.id > victim.id
+
+
+def test_a_restored_image_is_back_in_search_and_listings_under_its_id(
+    sample_settings: Settings, embedder: CountingEmbedder
+) -> None:
+    with open_index(sample_settings, embedder) as index:
+        _, before = index.search_by_ref("cat.png", k=9)
+        victim = index.resolve_ref("cat_crop.jpg")
+        index.delete(victim.id)
+        restored = index.restore(victim.id)
+        assert restored.id == victim.id and restored.trashed_at is None
+        _, after = index.search_by_ref("cat.png", k=9)
+        assert [(h.image.id, round(h.score, 5)) for h in after] == [(h.image.id, round(h.score, 5)) for h in before]
+        assert index.list_images()[0] == 10 and index.list_trash() == (0, [])
+        with pytest.raises(NotInTrash, match="not in the trash"):
+            index.restore(victim.id)
+        with pytest.raises(NotInTrash, match="not in the trash"):
+            index.purge(victim.id)  # a live image is never deleted for good
+        assert index.get(victim.id).trashed_at is None
+    with open_index(sample_settings, embedder) as reopened:
+        assert victim.id in reopened.vectors.ids() and reopened.list_images()[0] == 10
+
+
+def test_ingesting_the_bytes_of_a_trashed_image_restores_it_under_its_id(
+    sample_settings: Settings, embedder: CountingEmbedder, images_dir: Path
+) -> None:
+    with open_index(sample_settings, embedder) as index:
+        victim = index.resolve_ref("coffee.jpg")
+        index.delete(victim.id)
+        calls = embedder.forward_calls
+        data = (images_dir / "coffee.jpg").read_bytes()
+        results = index.ingest(
+            [ImageSource(name="espresso.jpg", data=data), ImageSource(name="again.jpg", data=data)], strict=True
+        )
+        assert [(r.status, r.id) for r in results] == [("restored", victim.id), ("exists", victim.id)]
+        assert embedder.forward_calls == calls  # restored from its stored embedding
+        assert index.get(victim.id).trashed_at is None
+        assert set(index.get(victim.id).names) == {"coffee.jpg", "espresso.jpg", "again.jpg"}
+        assert index.search_by_ref("espresso.jpg", k=1)[0].id == victim.id
+        # A strict ingest with a bad file restores nothing either.
+        index.delete(victim.id)
+        with pytest.raises(ImageDecodeError):
+            index.ingest([ImageSource(name="c.jpg", data=data), ImageSource(name="bad.jpg", data=b"no")], strict=True)
+        assert index.get(victim.id).trashed_at is not None
+
+
+def test_images_in_the_trash_longer_than_the_retention_are_deleted_for_good_at_open(
+    sample_settings: Settings, embedder: CountingEmbedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    with open_index(sample_settings, embedder) as index:
+        old, recent = index.resolve_ref("rocket.jpg"), index.resolve_ref("coins.jpg")
+        index.delete(old.id)
+        index.delete(recent.id)
+    db = sqlite3.connect(sample_settings.data_dir / "imgsim.sqlite3")
+    with db:  # as if rocket.jpg had been moved to the trash 31 days ago
+        db.execute("UPDATE images SET trashed_at = datetime('now', '-31 days') WHERE id = ?", (old.id,))
+    db.close()
+    keep_all = Settings(**{**sample_settings.model_dump(), "trash_retention_days": 0})
+    with open_index(keep_all, embedder) as index:
+        assert index.list_trash()[0] == 2
+    with caplog.at_level("INFO"), open_index(sample_settings, embedder) as index:
+        assert [i.id for i in index.list_trash()[1]] == [recent.id]
+        with pytest.raises(UnknownReference):
+            index.get(old.id)
+        assert not index.store.blob_path(old.sha256).exists()
+    assert "deleted for good 1 images that were in the trash for more than 30 days" in caplog.text
+
+
+def test_emptying_the_trash_deletes_only_what_is_in_it(sample_settings: Settings, embedder: CountingEmbedder) -> None:
+    with open_index(sample_settings, embedder) as index:
+        ids = [index.resolve_ref(name).id for name in ("rocket.jpg", "coins.jpg", "camera.jpg")]
+        index.delete(ids[0])
+        index.delete(ids[1])
+        assert index.empty_trash() == 2
+        assert index.empty_trash() == 0
+        assert index.list_images()[0] == 8 and index.get(ids[2]).trashed_at is None
+        assert index.store.ids().tolist() == index.vectors.ids().tolist()
 
 
 def test_deleting_without_closing_is_not_undone_by_reopening(
@@ -478,8 +568,15 @@ def test_an_hnsw_index_is_repaired_and_deletes_like_the_flat_one(
         assert len(index.vectors) == 8
         hits = [h.image.id for h in index.search_by_ref("cat.png", k=9)[1]]
         filtered = index.search_by_ref("coffee.jpg", k=9, label="tiger cat")[1]
+        # Restored: the graph still holds its vector, which is found again (once).
+        index.restore(deleted)
+        restored = [h.image.id for h in index.search_by_ref("cat.png", k=9)[1]]
+        assert len(index.vectors) == 9 and index.vectors.ids().tolist() == sqlite_ids(hnsw)
     assert hits == [i for i in expected if i not in (deleted, behind_its_back)]
     assert filtered and deleted not in [h.image.id for h in filtered]
+    assert restored == [i for i in expected if i != behind_its_back]
+    with open_index(hnsw, embedder) as index:
+        assert [h.image.id for h in index.search_by_ref("cat.png", k=9)[1]] == restored
 
 
 def test_a_large_ingest_goes_in_chunks_with_duplicates_and_errors_across_them(

@@ -1,5 +1,5 @@
-"""A stateful property test: random sequences of ingest, delete, search, restart and crash-restart against a
-simple model of what should be stored (content hash -> id)."""
+"""A stateful property test: random sequences of ingest, delete (to the trash), restore, purge, search, restart
+and crash-restart against a simple model of what should be stored (content hash -> id, live or in the trash)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from index.config import Settings
-from index.errors import UnknownReference
+from index.errors import ImageInTrash, UnknownReference
 from index.pipeline import ImageSource
 from index.service import ImageIndex
 from tests.conftest import CountingEmbedder, encode_image
@@ -32,15 +32,19 @@ def test_ingest_delete_search_and_restart_keep_the_index_equal_to_a_simple_model
             self.dir = Path(tempfile.mkdtemp(prefix="imgsim-stateful-"))
             self.settings = Settings(data_dir=self.dir / "data")
             self.index = ImageIndex(self.settings, embedder)
-            self.model: dict[str, int] = {}  # sha256 -> id of what should be stored
-            self.deleted: set[int] = set()
+            self.model: dict[str, int] = {}  # sha256 -> id of what should be live
+            self.trash: dict[str, int] = {}  # sha256 -> id of what should be in the trash
+            self.deleted: set[int] = set()  # ids deleted for good
 
         @rule(picks=st.lists(st.integers(0, len(POOL) - 1), min_size=1, max_size=4))
         def ingest(self, picks: list[int]) -> None:
             results = self.index.ingest([ImageSource(name=f"p{i}.png", data=POOL[i]) for i in picks], strict=True)
             for i, result in zip(picks, results, strict=True):
                 sha = SHAS[i]
-                if sha in self.model:
+                if sha in self.trash:  # its bytes take it out of the trash, under its id
+                    assert (result.status, result.id) == ("restored", self.trash[sha])
+                    self.model[sha] = self.trash.pop(sha)
+                elif sha in self.model:
                     assert (result.status, result.id) == ("exists", self.model[sha])
                 else:
                     assert result.status in ("added", "exists") and result.id is not None
@@ -53,9 +57,35 @@ def test_ingest_delete_search_and_restart_keep_the_index_equal_to_a_simple_model
             sha = data.draw(st.sampled_from(sorted(self.model)))
             image_id = self.model.pop(sha)
             assert self.index.delete(image_id).sha256 == sha
+            self.trash[sha] = image_id
+            assert self.index.get(image_id).trashed_at is not None
+            with pytest.raises(ImageInTrash):
+                self.index.resolve_ref(sha)
+
+        @precondition(lambda self: bool(self.trash))
+        @rule(data=st.data())
+        def restore(self, data: st.DataObject) -> None:
+            sha = data.draw(st.sampled_from(sorted(self.trash)))
+            image_id = self.trash.pop(sha)
+            assert self.index.restore(image_id).id == image_id
+            self.model[sha] = image_id
+
+        @precondition(lambda self: bool(self.trash))
+        @rule(data=st.data())
+        def purge(self, data: st.DataObject) -> None:
+            sha = data.draw(st.sampled_from(sorted(self.trash)))
+            image_id = self.trash.pop(sha)
+            assert self.index.purge(image_id).sha256 == sha
             self.deleted.add(image_id)
             with pytest.raises(UnknownReference):
                 self.index.get(image_id)
+
+        @precondition(lambda self: bool(self.model))
+        @rule(data=st.data())
+        def purge_a_live_image(self, data: st.DataObject) -> None:
+            image_id = self.model[data.draw(st.sampled_from(sorted(self.model)))]
+            with pytest.raises(UnknownReference, match="not in the trash"):
+                self.index.purge(image_id)
 
         @precondition(lambda self: bool(self.model))
         @rule(data=st.data())
@@ -83,6 +113,8 @@ def test_ingest_delete_search_and_restart_keep_the_index_equal_to_a_simple_model
             assert total == len(self.model)
             assert {i.sha256: i.id for i in items} == self.model
             assert np.array_equal(self.index.vectors.ids(), np.array(sorted(self.model.values()), np.int64))
+            trashed, in_trash = self.index.list_trash(0, 1000)
+            assert trashed == len(self.trash) and {i.sha256: i.id for i in in_trash} == self.trash
 
         def teardown(self) -> None:
             self.index.close()
@@ -90,7 +122,7 @@ def test_ingest_delete_search_and_restart_keep_the_index_equal_to_a_simple_model
 
     IndexMachine.TestCase.settings = settings(
         max_examples=6,
-        stateful_step_count=8,
+        stateful_step_count=10,
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),

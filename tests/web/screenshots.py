@@ -1,8 +1,8 @@
 """Screenshots of each view of the web page, for the README: `python -m tests.web.screenshots`.
 
 Starts the service on a temporary data directory, stores the sample photos (and some of the shared ImageNet
-sample when present), and saves docs/search.png, library.png, detail.png, ingest.png and duplicates.png (when
-the server has the duplicates API).
+sample when present), and saves docs/search.png, library.png, detail.png, ingest.png, duplicates.png (when
+the server has the duplicates API) and trash.png (when it has the trash).
 """
 
 from __future__ import annotations
@@ -74,6 +74,12 @@ def capture(out: Path) -> list[Path]:
                 page.goto("/library/duplicates")
                 page.locator(".group, .status.error, .empty").first.wait_for()
                 shot("duplicates")
+            if "/trash" in httpx.get(f"{url}/openapi.json").json()["paths"]:
+                for name in ("camera.jpg", "coins.jpg", "rocket.jpg"):
+                    httpx.delete(f"{url}/images/{ids[name]}")
+                page.goto("/library/trash")
+                page.locator(".card").first.wait_for()
+                shot("trash")
             browser.close()
     return saved
 

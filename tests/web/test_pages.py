@@ -172,7 +172,9 @@ def test_adding_files_from_the_page_uploads_in_batches_and_reports_each_file(
     assert len(requests) == 2 + MAX_FILES_PER_REQUEST
 
 
-def test_deleting_from_the_detail_page_asks_first(page: Page, site: Site, tmp_path: Path) -> None:
+def test_moving_to_the_trash_from_the_detail_page_offers_undo_and_deleting_for_good_asks_first(
+    page: Page, site: Site, tmp_path: Path
+) -> None:
     photo = derived_photos(tmp_path, 1, start=7)[0]
     answer = httpx.post(f"{site.url}/ingest", files=[("files", (photo.name, photo.read_bytes()))]).json()
     image_id = answer["results"][0]["id"]
@@ -181,16 +183,28 @@ def test_deleting_from_the_detail_page_asks_first(page: Page, site: Site, tmp_pa
     expect(page.locator("#detail-title")).to_have_text(photo.name)
     expect(page.locator(".facts")).to_contain_text("JPEG")
     expect(page.locator("#neighbours .card").first).to_be_visible()
-    page.get_by_role("button", name="Delete…").click()
+    page.get_by_role("button", name="Move to the trash").click()
+    expect(page.locator("#status")).to_contain_text(f"Moved {photo.name} to the trash")
+    expect(page.locator(".message.trashed")).to_contain_text("In the trash since")
+    assert httpx.get(f"{site.url}/images/{image_id}").json()["trashed_at"] is not None
+    assert photo.name not in api_names(site)
+
+    page.locator("#status").get_by_role("button", name="Undo").click()
+    expect(page.locator("#status")).to_contain_text(f"Restored {photo.name}")
+    expect(page.get_by_role("button", name="Move to the trash")).to_be_visible()
+    assert httpx.get(f"{site.url}/images/{image_id}").json()["trashed_at"] is None
+    assert photo.name in api_names(site)
+
+    page.get_by_role("button", name="Move to the trash").click()
+    page.get_by_role("button", name="Delete for good…").click()
     dialog = page.locator("#confirm-dialog")
     expect(dialog).to_contain_text(photo.name)
     dialog.get_by_role("button", name="Cancel").click()
     expect(dialog).to_be_hidden()
     assert httpx.get(f"{site.url}/images/{image_id}").status_code == 200
-
-    page.get_by_role("button", name="Delete…").click()
+    page.get_by_role("button", name="Delete for good…").click()
     dialog.get_by_role("button", name="Delete").click()
-    expect(page.locator("#detail")).to_contain_text(f"Deleted {photo.name}")
+    expect(page.locator("#detail")).to_contain_text(f"Deleted {photo.name} for good")
     assert httpx.get(f"{site.url}/images/{image_id}").status_code == 404
     assert httpx.get(f"{site.url}/images/{image_id}/thumbnail").status_code == 404
 

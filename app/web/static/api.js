@@ -52,10 +52,15 @@ export function queryString(params) {
   return text ? `?${text}` : "";
 }
 
-export async function api(path, { method = "GET", params, body, signal } = {}) {
+// `json`: a value sent as the JSON body (instead of `body`, e.g. a FormData).
+export async function api(path, { method = "GET", params, body, json, signal } = {}) {
   const headers = { Accept: "application/json" };
   const key = apiKey();
   if (key) headers["X-API-Key"] = key;
+  if (json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    body = JSON.stringify(json);
+  }
   let response;
   let text;
   try {

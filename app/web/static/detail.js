@@ -1,4 +1,5 @@
-// One stored image: names and paths, facts, predictions, its nearest neighbours, and deletion.
+// One stored image: names and paths, facts, predictions, its nearest neighbours, and moving it to the trash
+// (with Undo right after). An image in the trash says so, and offers restore and delete for good.
 
 import { api, contentUrl } from "./api.js";
 import {
@@ -11,6 +12,7 @@ import {
   setStatus,
   showError,
   showLibraryCount,
+  showUndo,
 } from "./ui.js";
 
 const box = document.getElementById("detail");
@@ -31,6 +33,11 @@ function facts(image) {
     ["Model", image.model],
   ];
   if (image.paths && image.paths.length) rows.splice(1, 0, ["Paths", image.paths.join("\n")]);
+  if (image.replaced && image.replaced.length) {
+    // Files of copies moved to the trash when their duplicate group was resolved in favour of this image.
+    const files = image.replaced.map((copy) => (copy.path ? `${copy.name} (${copy.path})` : copy.name));
+    rows.splice(1, 0, ["Kept for", files.join("\n")]);
+  }
   return el("dl", { class: "facts" }, rows.map(([term, value]) => [el("dt", {}, term), el("dd", {}, value)]));
 }
 
@@ -50,25 +57,79 @@ function predictionBars(predictions) {
   );
 }
 
-async function remove(image) {
-  const ok = await confirmAction(`Delete ${image.filename} from the library? Its kept copy and vector are removed too.`);
+async function moveToTrash(image) {
+  setStatus(statusBox, "Moving to the trash…");
+  try {
+    await api(`/images/${image.id}`, { method: "DELETE" });
+  } catch (err) {
+    showError(statusBox, err);
+    return;
+  }
+  showLibraryCount();
+  await load({ keepStatus: true });
+  showUndo(
+    statusBox,
+    `Moved ${image.filename} to the trash.`,
+    async () => {
+      await api(`/trash/${image.id}/restore`, { method: "POST" });
+      await load({ keepStatus: true });
+      showLibraryCount();
+    },
+    `Restored ${image.filename}.`,
+  );
+}
+
+async function restore(image) {
+  setStatus(statusBox, "Restoring…");
+  try {
+    await api(`/trash/${image.id}/restore`, { method: "POST" });
+  } catch (err) {
+    showError(statusBox, err);
+    return;
+  }
+  await load({ keepStatus: true });
+  setStatus(statusBox, `Restored ${image.filename}.`, "ok");
+  showLibraryCount();
+}
+
+async function deleteForGood(image) {
+  const ok = await confirmAction(`Delete ${image.filename} for good? Its kept copy is removed too; this cannot be undone.`);
   if (!ok) return;
   setStatus(statusBox, "Deleting…");
   try {
-    await api(`/images/${image.id}`, { method: "DELETE" });
-    box.replaceChildren(
-      el("p", { class: "message ok" }, `Deleted ${image.filename}. `, el("a", { href: "/library" }, "Back to the library")),
-    );
-    neighboursSection.hidden = true;
-    setStatus(statusBox, "");
-    showLibraryCount();
+    await api(`/trash/${image.id}`, { method: "DELETE" });
   } catch (err) {
     showError(statusBox, err);
+    return;
   }
+  box.replaceChildren(
+    el("p", { class: "message ok" }, `Deleted ${image.filename} for good. `, el("a", { href: "/library/trash" }, "Back to the trash")),
+  );
+  neighboursSection.hidden = true;
+  setStatus(statusBox, "");
 }
 
-async function load() {
-  setStatus(statusBox, "Loading…");
+function actions(image) {
+  if (image.trashed_at) {
+    return el(
+      "div",
+      { class: "actions" },
+      el("button", { type: "button", onclick: () => restore(image) }, "Restore"),
+      el("a", { class: "button secondary", href: contentUrl(image.id), download: image.filename }, "Download"),
+      el("button", { class: "danger", type: "button", onclick: () => deleteForGood(image) }, "Delete for good…"),
+    );
+  }
+  return el(
+    "div",
+    { class: "actions" },
+    el("a", { class: "button", href: searchHref(image.id) }, "Search similar"),
+    el("a", { class: "button secondary", href: contentUrl(image.id), download: image.filename }, "Download"),
+    el("button", { class: "danger", type: "button", onclick: () => moveToTrash(image) }, "Move to the trash"),
+  );
+}
+
+async function load({ keepStatus = false } = {}) {
+  if (!keepStatus) setStatus(statusBox, "Loading…");
   let image;
   try {
     image = await api(`/images/${imageId}`);
@@ -78,27 +139,35 @@ async function load() {
   }
   title.textContent = image.filename;
   document.title = `${image.filename} · imgsim`;
+  const trashed = image.trashed_at
+    ? el(
+        "p",
+        { class: "message trashed" },
+        `In the trash since ${new Date(image.trashed_at).toLocaleString()}: not searched, listed or grouped. `,
+        el("a", { href: "/library/trash" }, "Open the trash"),
+      )
+    : null;
   box.replaceChildren(
     el("a", { class: "original", href: contentUrl(image.id), title: "Open the original" },
       el("img", { src: contentUrl(image.id), alt: image.filename })),
     el(
       "div",
       { class: "info" },
+      trashed,
       facts(image),
       el("h2", {}, "Predictions"),
       predictionBars(image.predictions),
-      el(
-        "div",
-        { class: "actions" },
-        el("a", { class: "button", href: searchHref(image.id) }, "Search similar"),
-        el("a", { class: "button secondary", href: contentUrl(image.id), download: image.filename }, "Download"),
-        el("button", { class: "danger", type: "button", onclick: () => remove(image) }, "Delete…"),
-      ),
+      actions(image),
     ),
   );
+  if (image.trashed_at) {
+    neighboursSection.hidden = true;
+    if (!keepStatus) setStatus(statusBox, "");
+    return;
+  }
   try {
     const answer = await api("/search", { params: { ref: image.id, k: 12 } });
-    setStatus(statusBox, "");
+    if (!keepStatus) setStatus(statusBox, "");
     neighboursSection.hidden = false;
     neighbours.replaceChildren(
       ...(answer.results.length

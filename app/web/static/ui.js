@@ -90,11 +90,17 @@ export function searchHref(id, params = {}) {
 }
 
 // Resolves true when the person confirms. Uses the page's <dialog>; falls back to window.confirm.
-export function confirmAction(text, okLabel = "Delete") {
+// `items`, when given, are listed under the text (every file an action touches, say).
+export function confirmAction(text, okLabel = "Delete", items = []) {
   const dialog = document.getElementById("confirm-dialog");
-  if (!dialog || typeof dialog.showModal !== "function") return Promise.resolve(window.confirm(text));
+  if (!dialog || typeof dialog.showModal !== "function") {
+    return Promise.resolve(window.confirm([text, ...items].join("\n")));
+  }
   dialog.querySelector(".confirm-text").textContent = text;
   dialog.querySelector(".confirm-ok").textContent = okLabel;
+  const list = dialog.querySelector(".confirm-list");
+  list.replaceChildren(...items.map((item) => el("li", {}, item)));
+  list.hidden = items.length === 0;
   dialog.returnValue = "";
   return new Promise((resolve) => {
     dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
@@ -113,4 +119,46 @@ export async function showLibraryCount() {
   } catch {
     return null;
   }
+}
+
+// An "ok" line that says what was done, with an Undo button right after it. `undo` runs the reverse
+// (restoring from the trash, say); its own outcome replaces the line. The box keeps its own classes.
+export function showUndo(box, text, undo, undoneText = "Undone.") {
+  box.replaceChildren();
+  box.classList.remove("busy", "error");
+  box.classList.add("ok");
+  box.setAttribute("role", "status");
+  const button = el("button", { type: "button", class: "undo" }, "Undo");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      await undo();
+      box.replaceChildren(undoneText);
+    } catch (err) {
+      box.classList.replace("ok", "error");
+      box.replaceChildren(errorText(err));
+    }
+  });
+  box.append(`${text} `, button);
+  return button;
+}
+
+// A file name that may break after "_", "-", "." and spaces (long camera names wrap there, not mid-word);
+// the <wbr> breaks are not characters, so a copied name is unchanged.
+export function breakableName(name) {
+  const parts = String(name).split(/(?<=[_\-.\s])/);
+  return parts.flatMap((part, n) => (n ? [el("wbr"), part] : [part]));
+}
+
+// "3 days ago" style, for when something happened; falls back to the date past a few weeks.
+export function timeAgo(iso, now = Date.now()) {
+  const seconds = Math.max(0, (now - new Date(iso).getTime()) / 1000);
+  if (seconds < 60) return "just now";
+  const minutes = Math.round(seconds / 60);
+  if (minutes < 60) return `${minutes} minute${minutes === 1 ? "" : "s"} ago`;
+  const hours = Math.round(minutes / 60);
+  if (hours < 24) return `${hours} hour${hours === 1 ? "" : "s"} ago`;
+  const days = Math.round(hours / 24);
+  if (days < 30) return `${days} day${days === 1 ? "" : "s"} ago`;
+  return new Date(iso).toLocaleDateString();
 }

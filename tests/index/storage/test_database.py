@@ -25,6 +25,14 @@ from tests.conftest import IMAGES_DIR, fresh_postgres_database
 from tests.index.storage.test_store import new_image
 
 INITIAL_TABLES = {"images", "image_names", "image_labels", "meta"}
+# What migration 0003 added, taken away again (SQLite and PostgreSQL alike).
+UNDO_0003 = (
+    "DROP TABLE duplicate_dismissal_members",
+    "DROP TABLE duplicate_dismissals",
+    "DROP INDEX ix_images_trashed_at",
+    "ALTER TABLE images DROP COLUMN trashed_at",
+    "ALTER TABLE image_names DROP COLUMN merged_from",
+)
 
 
 def alembic_version(url: str) -> str:
@@ -57,6 +65,9 @@ def test_a_sqlite_database_made_before_migrations_is_stamped_and_keeps_its_rows(
     # The schema as the store created it before migrations existed: revision 0001's tables.
     legacy = create_engine(f"sqlite:///{db_path}")
     Base.metadata.create_all(legacy, tables=[t for t in Base.metadata.sorted_tables if t.name in INITIAL_TABLES])
+    with legacy.begin() as conn:  # the columns later revisions added to those tables
+        for statement in UNDO_0003[2:]:
+            conn.exec_driver_sql(statement)
     legacy.dispose()
     store = ImageStore(data_dir)
     image_id = store.insert([new_image(1, "kept.png")], "m", "w")[f"{1:064x}"][0]
@@ -66,6 +77,8 @@ def test_a_sqlite_database_made_before_migrations_is_stamped_and_keeps_its_rows(
     db.commit()
     db.execute("DROP TABLE alembic_version")
     db.execute("DROP TABLE seen_files")
+    for statement in UNDO_0003:
+        db.execute(statement)
     db.close()
 
     reopened = ImageStore(data_dir)
@@ -89,6 +102,8 @@ def test_a_database_at_revision_0001_is_upgraded_and_keeps_its_rows(tmp_path: Pa
     image_id = store.insert([new_image(1, "kept.png")], "m", "w")[f"{1:064x}"][0]
     store.close()
     db = sqlite3.connect(data_dir / "imgsim.sqlite3")
+    for statement in UNDO_0003:
+        db.execute(statement)
     db.execute("DROP TABLE seen_files")
     db.execute("DROP INDEX ix_images_id")
     db.execute("UPDATE alembic_version SET version_num = '0001'")
@@ -103,6 +118,39 @@ def test_a_database_at_revision_0001_is_upgraded_and_keeps_its_rows(tmp_path: Pa
         assert alembic_version(f"sqlite:///{data_dir / 'imgsim.sqlite3'}") == HEAD_REVISION
         info = reopened.get(image_id)
         assert info is not None and info.names == ["kept.png"]
+    finally:
+        reopened.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_database_at_revision_0002_gains_the_trash_and_decisions_and_keeps_its_rows(
+    tmp_path: Path, kind: str
+) -> None:
+    data_dir = tmp_path / "data"
+    url = fresh_postgres_database() if kind == "postgresql" else None
+    store = ImageStore(data_dir, url)
+    image_id = store.insert([new_image(1, "kept.png", "/photos/kept.png")], "m", "w")[f"{1:064x}"][0]
+    engine = store.engine
+    with engine.begin() as conn:  # back to 0002's tables, as a database made before 0003 has them
+        for statement in UNDO_0003:
+            conn.exec_driver_sql(statement)
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0002'")
+    rendered = engine.url.render_as_string(hide_password=False)
+    store.close()
+    assert alembic_version(rendered) == "0002"
+
+    reopened = ImageStore(data_dir, url)
+    try:
+        assert alembic_version(rendered) == HEAD_REVISION
+        columns = {c["name"] for c in inspect(reopened.engine).get_columns("images")}
+        assert "trashed_at" in columns
+        assert "ix_images_trashed_at" in {i["name"] for i in inspect(reopened.engine).get_indexes("images")}
+        info = reopened.get(image_id)
+        assert info is not None and info.trashed_at is None
+        assert (info.names, info.paths) == (["kept.png"], ["/photos/kept.png"])
+        reopened.move_to_trash(image_id)
+        assert reopened.count() == 0 and reopened.trashed_ids() == [image_id]
+        assert reopened.add_dismissal([f"{1:064x}", f"{2:064x}"]).id == 1
     finally:
         reopened.close()
 

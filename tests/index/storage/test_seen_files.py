@@ -108,7 +108,23 @@ def test_a_file_changed_moments_before_it_was_read_is_not_vouched_for_by_its_sta
 
 
 @pytest.mark.usefixtures("settled_at_once")
-def test_an_unchanged_file_whose_image_was_deleted_is_read_and_stored_again(
+def test_an_unchanged_file_whose_image_was_deleted_for_good_is_read_and_stored_again(
+    settings: Settings, embedder: CountingEmbedder, folder: Path, files_read: list[str]
+) -> None:
+    with ImageIndex(settings, embedder) as index:
+        first = index.ingest(sources(folder))
+        assert first[1].id is not None
+        index.delete(first[1].id)
+        index.purge(first[1].id)
+        files_read.clear()
+        again = index.ingest(sources(folder))
+    assert files_read == [first[1].path]
+    assert [r.status for r in again] == ["exists", "added", "exists"]
+    assert again[1].sha256 == first[1].sha256 and again[1].id != first[1].id
+
+
+@pytest.mark.usefixtures("settled_at_once")
+def test_an_unchanged_file_whose_image_is_in_the_trash_restores_it_without_being_read(
     settings: Settings, embedder: CountingEmbedder, folder: Path, files_read: list[str]
 ) -> None:
     with ImageIndex(settings, embedder) as index:
@@ -117,9 +133,10 @@ def test_an_unchanged_file_whose_image_was_deleted_is_read_and_stored_again(
         index.delete(first[1].id)
         files_read.clear()
         again = index.ingest(sources(folder))
-    assert files_read == [first[1].path]
-    assert [r.status for r in again] == ["exists", "added", "exists"]
-    assert again[1].sha256 == first[1].sha256
+        assert files_read == []
+        assert [r.status for r in again] == ["exists", "restored", "exists"]
+        assert again[1].id == first[1].id
+        assert index.get(first[1].id).trashed_at is None and first[1].id in index.vectors.ids()
 
 
 def test_a_stat_vouches_for_a_file_only_once_it_has_settled() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.errors import InvalidArgument
+from index.errors import ImageInTrash, InvalidArgument, NotInTrash, UnknownReference
 from index.model.registry import Prediction
 from index.storage.store import ImageStore, NewImage
 from tests.conftest import fresh_postgres_database, unit_vectors
@@ -203,3 +203,150 @@ def test_listing_filters_by_predicted_class_and_by_part_of_a_name(store: ImageSt
     assert [i.names[0] for i in store.list_images(0, 10, name="%_")] == ["100%_cat.png"]
     assert [i.names[0] for i in store.list_images(1, 1, name="cat")] == ["cat_two.png"]
     assert store.count_images(name="nothing") == 0 and store.list_images(0, 10, name="nothing") == []
+
+
+# --- the trash and "not duplicates" decisions -------------------------------------------------------------
+
+
+def sha(n: int) -> str:
+    return f"{n:064x}"
+
+
+def stored(store: ImageStore, *images: NewImage) -> list[int]:
+    inserted = store.insert(list(images), "m", "w")
+    for image in images:
+        store.write_blob(image.sha256, f"bytes of {image.name}".encode())
+    return [inserted[i.sha256][0] for i in images]
+
+
+def test_a_trashed_image_is_hidden_from_counts_and_listings_but_kept_whole(store: ImageStore) -> None:
+    first, second = stored(store, new_image(1, "cat.png", "/p/cat.png"), new_image(2, "dog.png"))
+    trashed = store.move_to_trash(first)
+    assert trashed.trashed_at is not None and trashed.names == ["cat.png"]
+    assert (store.count(), store.ids().tolist(), store.count_images()) == (1, [second], 1)
+    assert [i.id for i in store.list_images(0, 10)] == [second]
+    assert store.count_images(name="cat") == 0 and store.count_images(classes={281}) == 1
+    assert [ids.tolist() for ids, _ in store.iter_embeddings()] == [[second]]
+    # Kept whole: the row, its names, paths, labels, embedding and bytes.
+    info = store.get(first)
+    assert info is not None and info.trashed_at == trashed.trashed_at and info.paths == ["/p/cat.png"]
+    assert store.ids_with_labels([281]).tolist() == [first, second]
+    np.testing.assert_array_equal(store.embeddings([first], DIM)[0], new_image(1).embedding)
+    assert store.read_blob(sha(1)) == b"bytes of cat.png"
+    assert (store.live_among([first, second, 99]), store.trashed_among([first, second, 99])) == ([second], [first])
+    with pytest.raises(ImageInTrash, match=r"cat\.png"):
+        store.move_to_trash(first)
+
+
+def test_restoring_brings_an_image_back_under_its_id(store: ImageStore) -> None:
+    (image_id,) = stored(store, new_image(1))
+    store.move_to_trash(image_id)
+    restored = store.restore(image_id)
+    assert restored.id == image_id and restored.trashed_at is None
+    assert store.ids().tolist() == [image_id] and store.count_trash() == 0
+    with pytest.raises(NotInTrash):
+        store.restore(image_id)
+    with pytest.raises(UnknownReference):
+        store.restore(999)
+    store.move_to_trash(image_id)
+    assert store.restore_many([image_id, 999]) == [image_id] and store.restore_many([image_id]) == []
+
+
+def test_purging_deletes_row_names_labels_and_bytes_of_a_trashed_image_only(store: ImageStore) -> None:
+    first, second = stored(store, new_image(1), new_image(2))
+    with pytest.raises(NotInTrash, match="not in the trash"):
+        store.purge(second)
+    assert store.get(second) is not None and store.read_blob(sha(2)) == b"bytes of image2.png"
+    store.move_to_trash(first)
+    purged = store.purge(first)
+    assert purged.id == first and store.get(first) is None
+    assert store.ids_by_name("image1.png") == [] and store.ids_with_labels([281]).tolist() == [second]
+    with pytest.raises(FileNotFoundError):
+        store.read_blob(sha(1))
+    with pytest.raises(UnknownReference):
+        store.purge(first)
+
+
+def test_the_trash_lists_the_most_recently_trashed_first(store: ImageStore) -> None:
+    ids = stored(store, *(new_image(n) for n in range(1, 5)))
+    for image_id in (ids[2], ids[0], ids[3]):
+        store.move_to_trash(image_id)
+    assert store.count_trash() == 3
+    assert [i.id for i in store.list_trash(0, 10)] == [ids[3], ids[0], ids[2]]
+    assert [i.id for i in store.list_trash(1, 1)] == [ids[0]]
+    newest = store.get(ids[3])
+    assert newest is not None and newest.trashed_at is not None
+    assert store.trashed_ids() == sorted([ids[0], ids[2], ids[3]])
+    assert store.trashed_ids(before=newest.trashed_at) == sorted([ids[0], ids[2]])
+
+
+def test_resolving_a_group_trashes_the_copies_and_records_their_names_on_the_kept_image(store: ImageStore) -> None:
+    keep, copy, _other = stored(
+        store, new_image(1, "IMG_1.jpg", "/a/IMG_1.jpg"), new_image(2, "copy.jpg", "/b/copy.jpg"), new_image(3)
+    )
+    store.add_names([(copy, "copy again.jpg", "/c/copy again.jpg")])
+    kept, trashed = store.resolve_duplicates(keep, [copy])
+    assert [t.id for t in trashed] == [copy] and trashed[0].trashed_at is not None
+    # The kept image's own names are unchanged; the copy's files are recorded beside them.
+    assert (kept.names, kept.paths) == (["IMG_1.jpg"], ["/a/IMG_1.jpg"])
+    assert {(r.name, r.path, r.sha256) for r in kept.replaced} == {
+        ("copy.jpg", "/b/copy.jpg", sha(2)),
+        ("copy again.jpg", "/c/copy again.jpg", sha(2)),
+    }
+    assert sorted(store.ids_by_name("copy.jpg")) == [keep, copy]
+    assert [i.id for i in store.list_images(0, 10, name="copy")] == [keep]
+    # They stay recorded when the copy is purged.
+    store.purge(copy)
+    again = store.get(keep)
+    assert again is not None and len(again.replaced) == 2
+
+
+@pytest.mark.parametrize(
+    ("keep", "remove", "error"),
+    [
+        (1, [], InvalidArgument),
+        (1, [2, 2], InvalidArgument),
+        (1, [1, 2], InvalidArgument),
+        (1, [2, 999], UnknownReference),
+        (999, [2], UnknownReference),
+        (1, [3], ImageInTrash),
+    ],
+)
+def test_resolving_with_bad_ids_changes_nothing(
+    store: ImageStore, keep: int, remove: list[int], error: type[Exception]
+) -> None:
+    ids = stored(store, new_image(1), new_image(2), new_image(3))
+    assert ids == [1, 2, 3]
+    store.move_to_trash(3)
+    with pytest.raises(error):
+        store.resolve_duplicates(keep, remove)
+    assert store.ids().tolist() == [1, 2] and store.trashed_ids() == [3]
+    assert all(not i.replaced for i in store.get_many([1, 2, 3]).values())
+
+
+def test_dismissals_are_kept_by_content_newest_first_and_can_be_undone(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    store = ImageStore(tmp_path / "data", database_url)
+    a, b, _c = stored(store, new_image(1), new_image(2), new_image(3))
+    first = store.add_dismissal([sha(1), sha(2)])
+    second = store.add_dismissal([sha(3), sha(1), sha(3)])
+    assert (first.sha256s, second.sha256s) == ([sha(1), sha(2)], [sha(1), sha(3)])
+    assert second.id > first.id and first.created_at.tzinfo is not None
+    assert sorted(store.dismissed_images()) == [(first.id, a), (first.id, b), (second.id, a), (second.id, 3)]
+    store.close()
+
+    reopened = ImageStore(tmp_path / "data", database_url)
+    assert [d.id for d in reopened.dismissals(0, 10)] == [second.id, first.id] and reopened.count_dismissals() == 2
+    assert reopened.delete_dismissal(second.id) == second
+    assert reopened.delete_dismissal(second.id) is None
+    assert [d.id for d in reopened.dismissals(0, 10)] == [first.id]
+    # Purged, then stored again under a new id: the decision, by content, names the new row.
+    reopened.move_to_trash(b)
+    reopened.purge(b)
+    assert sorted(reopened.dismissed_images()) == [(first.id, a)]
+    (again,) = stored(reopened, new_image(2))
+    assert sorted(reopened.dismissed_images()) == [(first.id, a), (first.id, again)]
+    # An undone decision's id is never handed out again.
+    assert reopened.add_dismissal([sha(1), sha(3)]).id > second.id
+    reopened.close()

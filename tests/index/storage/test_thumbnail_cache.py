@@ -46,7 +46,7 @@ def test_a_missing_thumbnail_is_made_again_and_a_removed_one_is_gone(tmp_path: P
     cache.remove(SHA)  # removing twice is harmless
 
 
-def test_the_index_serves_thumbnails_and_deletes_them_with_the_image(
+def test_the_index_serves_thumbnails_in_the_trash_too_and_deletes_them_with_the_image(
     sample_settings: Settings, embedder: Embedder
 ) -> None:
     with ImageIndex(sample_settings, embedder) as index:
@@ -55,10 +55,32 @@ def test_the_index_serves_thumbnails_and_deletes_them_with_the_image(
         assert info.id == coffee.id
         assert Image.open(io.BytesIO(data)).size == (256, 171)
         assert index.thumbnails.path(coffee.sha256).is_file()
-        index.delete(coffee.id)
+        index.delete(coffee.id)  # the trash view shows it
+        assert index.thumbnail(coffee.id)[1] == data
+        index.purge(coffee.id)
         assert not index.thumbnails.path(coffee.sha256).exists()
         with pytest.raises(UnknownReference):
             index.thumbnail(coffee.id)
+
+
+def test_a_thumbnail_made_while_its_image_is_deleted_for_good_does_not_stay_on_disk(
+    sample_settings: Settings, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with ImageIndex(sample_settings, embedder) as index:
+        rocket = index.resolve_ref("rocket.jpg")
+        index.delete(rocket.id)
+        read_blob = index.store.read_blob
+
+        def read_then_purged(sha256: str) -> bytes:
+            data = read_blob(sha256)
+            index.purge(rocket.id)  # another request, between the read and the thumbnail's write
+            return data
+
+        monkeypatch.setattr(index.store, "read_blob", read_then_purged)
+        with pytest.raises(UnknownReference):
+            index.thumbnail(rocket.id)
+        assert not index.thumbnails.path(rocket.sha256).exists()
+        assert index.store.get(rocket.id) is None
 
 
 def test_an_image_whose_bytes_are_not_kept_has_no_thumbnail(sample_settings: Settings, embedder: Embedder) -> None:
