@@ -16,6 +16,7 @@ from app.middleware import BodySizeLimit
 from app.routes import compat, duplicates, images, inference, ingest, search, system
 from app.strict import reject_unknown_parameters
 from app.web.pages import install_pages
+from index import __version__
 from index.config import Settings, get_settings
 from index.startup import InvalidSettings, load_settings
 
@@ -39,7 +40,7 @@ def create_app(settings: Settings | None = None, *, standalone: bool = False) ->
     # The docs pages are served from local files (app/docs.py), not FastAPI's CDN-based defaults.
     app = FastAPI(
         title="imgsim",
-        version="0.1.0",
+        version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
         dependencies=[Depends(reject_unknown_parameters)],
