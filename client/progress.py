@@ -1,5 +1,5 @@
 """What the commands show while the model is prepared for this machine (`index.model.engines.prepare`): the
-notice on stderr, and a progress bar while a preparation of several steps runs."""
+notice on stderr, and a progress bar of its steps while a long one runs."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ from tqdm import tqdm
 
 from index.model.engines.prepare import LOGGER_NAME, PrepareEvent
 
+# Preparations expected to take less than this get their notice but no bar.
+BAR_FROM_SECONDS = 5
+
 
 class PreparationDisplay(logging.Handler):
-    """Prints each preparation's notice; draws its steps as a bar (unless `bar` is off)."""
+    """Prints each preparation's notice; draws its steps as a bar (unless `bar` is off) when it is long."""
 
     def __init__(self, bar: bool) -> None:
         super().__init__(logging.INFO)
@@ -27,12 +30,14 @@ class PreparationDisplay(logging.Handler):
             return
         if event.kind == "start":
             print(record.getMessage(), file=sys.stderr, flush=True)
-            if self.show_bar and event.total > 1:
+            if self.show_bar and event.seconds >= BAR_FROM_SECONDS:
                 self._bar = tqdm(total=event.total, unit="step", leave=False, file=sys.stderr)
         elif self._bar is not None:
             self._bar.n = event.done
-            self._bar.set_description(event.what if event.kind == "step" else "done")
-            if event.kind == "done":
+            if event.kind == "step":
+                self._bar.set_description(event.what)
+            else:  # done or failed: the bar goes (an error is the caller's to print)
+                self._bar.refresh()
                 self._bar.close()
                 self._bar = None
 

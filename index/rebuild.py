@@ -80,6 +80,7 @@ def rebuild_index(
         built_with = store.get_meta("model")
         reembedded = failed = 0
         if reembed or (built_with is not None and built_with != embedder.version):
+            embedder.load()  # first, so that a one-off preparation is said before the bar starts
             if on_count:
                 on_count(store.count())
             reembedded, failed = _reembed(store, embedder, settings, progress)

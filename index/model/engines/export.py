@@ -14,6 +14,7 @@ checks that a fresh export gives its vectors.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -56,7 +57,7 @@ SHIPPED_MODEL = "efficientnet_lite0"
 # What making an export costs on a 2-core machine (measured: torch's import and the trace, ONNX Runtime's
 # calibration), for the notice that says how long the one-off wait is.
 EXPORT_SECONDS = 15
-QUANTIZE_SECONDS = 10
+QUANTIZE_SECONDS = 13
 # How to get torch, for the errors of a default install asked for something only torch can make.
 TORCH_EXTRA = "pip install -r requirements-torch.txt"
 
@@ -120,11 +121,13 @@ def ensure_exported(
     if precision == "int8" and fp32 is None:
         raise ValueError("an int8 export is quantized from the fp32 export: give its path")
     source = ensure_exported(settings, spec, embedding, "fp32", fp32) if fp32 is not None else None
+    if source is None:
+        require_exporter(spec, embedding)  # before the wait is announced
     path.parent.mkdir(parents=True, exist_ok=True)
     log.info("exporting %s (%s, %s) to %s, once", spec.name, embedding.name, precision, path)
-    seconds = QUANTIZE_SECONDS if source is not None else EXPORT_SECONDS
+    seconds, steps = (QUANTIZE_SECONDS, 1) if source is not None else (EXPORT_SECONDS, 2)
     with (
-        preparing(f"{precision} export of {spec.name} ({embedding.name})", seconds, steps=2) as step,
+        preparing(f"{precision} export of {spec.name} ({embedding.name})", seconds, steps) as step,
         tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp,
     ):
         result = Path(tmp) / f"{precision}.onnx"
@@ -140,6 +143,21 @@ def ensure_exported(
     return path
 
 
+def require_exporter(spec: ModelSpec, embedding: EmbeddingDefinition) -> None:
+    """Check that what makes an export (torch, timm, onnx) is installed, before any of it is imported.
+
+    Raises:
+        EngineUnavailable: one of them is not (named in one line, with how to install it).
+    """
+    missing = [name for name in ("torch", "timm", "onnx") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise EngineUnavailable(
+            f"{spec.name} with the {embedding.name} embedding is exported once with torch, and "
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed: {TORCH_EXTRA} "
+            f"(only {SHIPPED_MODEL} with {DEFAULT_EMBEDDING} ships ready to run)"
+        )
+
+
 def export_onnx(
     settings: Settings,
     spec: ModelSpec,
@@ -152,18 +170,11 @@ def export_onnx(
     Raises:
         EngineUnavailable: torch, timm or onnx is not installed.
     """
-    try:
-        import onnx  # noqa: F401  (the exporter needs it)
-        import timm  # noqa: F401  (the network)
-        import torch
+    require_exporter(spec, embedding)
+    import onnx  # noqa: F401  (the exporter needs it)
+    import torch
 
-        from index.model.engines.torch_engine import embedding_graph
-    except ImportError as exc:
-        raise EngineUnavailable(
-            f"{spec.name} with the {embedding.name} embedding is exported once with torch, which is not "
-            f"installed ({exc.name}): {TORCH_EXTRA} (only {SHIPPED_MODEL} with {DEFAULT_EMBEDDING} ships "
-            "ready to run)"
-        ) from exc
+    from index.model.engines.torch_engine import embedding_graph
 
     pre = model_preprocessing(spec)
     graph = embedding_graph(settings, spec, embedding, pre.mean, pre.std)

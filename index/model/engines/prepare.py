@@ -21,12 +21,14 @@ log = logging.getLogger(LOGGER_NAME)
 
 @dataclass(frozen=True)
 class PrepareEvent:
-    """One moment of a preparation: it starts, a step starts (`done` steps finished), or it is done."""
+    """One moment of a preparation: it starts, a step starts (`done` steps finished), it is done, or it failed
+    (the error itself is raised to the caller)."""
 
-    kind: Literal["start", "step", "done"]
+    kind: Literal["start", "step", "done", "failed"]
     what: str
     done: int
     total: int
+    seconds: float  # the expected length of the whole preparation
 
 
 @contextmanager
@@ -37,21 +39,27 @@ def preparing(what: str, seconds: float, steps: int = 1) -> Iterator[Callable[[s
         "preparing the model for this machine (once, about %d s): %s",
         max(1, round(seconds)),
         what,
-        extra={"prepare": PrepareEvent("start", what, 0, steps)},
+        extra={"prepare": PrepareEvent("start", what, 0, steps, seconds)},
     )
     started = time.perf_counter()
     begun = 0
 
     def step(description: str) -> None:
         nonlocal begun
-        event = PrepareEvent("step", description, min(begun, steps), steps)
+        event = PrepareEvent("step", description, min(begun, steps), steps, seconds)
         begun += 1
         log.info("%s", description, extra={"prepare": event})
 
-    yield step
+    try:
+        yield step
+    except BaseException:
+        log.info(
+            "preparing the model failed: %s", what, extra={"prepare": PrepareEvent("failed", what, 0, steps, seconds)}
+        )
+        raise
     log.info(
         "model prepared in %.1f s: %s",
         time.perf_counter() - started,
         what,
-        extra={"prepare": PrepareEvent("done", what, steps, steps)},
+        extra={"prepare": PrepareEvent("done", what, steps, steps, seconds)},
     )
