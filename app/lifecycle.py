@@ -73,6 +73,21 @@ def server_url(argv: list[str] | None = None) -> str | None:
     return f"http://{host}:{options['--port']}"
 
 
+def log_to_stderr() -> None:
+    """Show the app's INFO lines (the ready line, the model's one-off preparation) as uvicorn shows its own,
+    unless the process configured logging itself."""
+    if logging.getLogger().handlers:
+        return
+    from uvicorn.logging import DefaultFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s"))
+    for name in ("app", "index.model.prepare"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def startup_failed(app: FastAPI, message: str) -> None:
     """Report a start-up failure as one line; a standalone server then exits (status 1), nothing to save."""
     app.state.startup_error = message
@@ -103,7 +118,17 @@ async def _open_in_background(app: FastAPI, lock: DataDirLock) -> None:
     metrics = getattr(app.state, "metrics", None)
     if metrics is not None:
         metrics.watch(index)
-    log.info("ready: %d images in %s", len(index.vectors), settings.data_dir)
+    embedder = index.embedder
+    log.info(
+        "ready at %s: data dir %s, model %s, definition %s, engine %s, precision %s, %d images",
+        app.state.url or "(in-process)",
+        settings.data_dir,
+        embedder.name,
+        embedder.embedding.name,
+        embedder.engine_name,
+        embedder.engine.precision,
+        len(index.vectors),
+    )
 
 
 async def _save_periodically(app: FastAPI, interval_s: float) -> None:
@@ -121,7 +146,7 @@ async def _save_periodically(app: FastAPI, interval_s: float) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    url = server_url() if app.state.standalone else None
+    url = app.state.url = server_url() if app.state.standalone else None
     try:
         lock = DataDirLock(settings.data_dir, role="api", url=url)
     except (ImgsimError, OSError) as exc:

@@ -10,12 +10,13 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.auth import ApiKeyAuth
 from app.docs import install_docs
 from app.errors import JsonServerErrors, install_error_handlers
-from app.lifecycle import close_index, lifespan, open_index
+from app.lifecycle import close_index, lifespan, log_to_stderr, open_index
 from app.metrics import install_metrics
 from app.middleware import BodySizeLimit
 from app.routes import compat, duplicates, images, inference, ingest, search, system, trash
 from app.strict import reject_unknown_parameters
 from app.web.pages import install_pages
+from index import __version__
 from index.config import Settings, get_settings
 from index.startup import InvalidSettings, load_settings
 
@@ -39,7 +40,7 @@ def create_app(settings: Settings | None = None, *, standalone: bool = False) ->
     # The docs pages are served from local files (app/docs.py), not FastAPI's CDN-based defaults.
     app = FastAPI(
         title="imgsim",
-        version="0.1.0",
+        version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
         dependencies=[Depends(reject_unknown_parameters)],
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, *, standalone: bool = False) ->
     app.state.settings = settings
     app.state.index = None
     app.state.standalone = standalone
+    app.state.url = None
     app.state.startup_error = None
     app.state.startup_exception = None
     install_error_handlers(app)
@@ -82,6 +84,7 @@ def _standalone_app() -> FastAPI:
         # Imported by uvicorn: one line and a non-zero exit instead of a pydantic traceback.
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    log_to_stderr()
     return create_app(settings, standalone=True)
 
 

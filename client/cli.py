@@ -9,12 +9,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
+from client.progress import show_model_preparation
 from client.report import RankReport, format_table, rank_csv, rank_json
+from index import __version__
 from index.config import Settings
 from index.errors import ImgsimError
-from index.startup import load_settings
+from index.startup import follow_recorded_embedding, load_settings
 
 INTERRUPTED = 130  # the shell's code for a process stopped by Ctrl-C (128 + SIGINT)
 
@@ -32,7 +34,8 @@ example:
 
 REBUILD_DESCRIPTION = """Rebuild the vector index (FAISS file) from the SQLite store.
 
-With --model or --reembed, every embedding is first recomputed from the kept image bytes.
+With --model, --embedding or --reembed, every embedding is first recomputed from the kept image bytes.
+Without --embedding, the definition the index was built with is kept.
 
 example:
   rebuild-index --data_dir data
@@ -50,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", choices=["cosine", "euclidean", "dot"], default="cosine", help="(default: cosine)")
     p.add_argument("--data_dir", default=None, help="index location (default: $IMGSIM_DATA_DIR or data)")
     p.add_argument("--model", default=None, help="model name (default: $IMGSIM_MODEL or efficientnet_lite0)")
+    p.add_argument(
+        "--embedding",
+        default=None,
+        help="embedding definition (default: $IMGSIM_EMBEDDING, else the one the index was built with)",
+    )
     p.add_argument("--api_url", default=None, help="use a running imgsim API instead of the local index")
     p.add_argument("--api_key", default=None, help="API key for --api_url (default: $IMGSIM_API_KEY)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
@@ -58,7 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--csv", action="store_true", help="print CSV instead of the table")
     p.add_argument("--html", default=None, metavar="FILE", help="also write a contact sheet (self-contained HTML)")
+    add_version(p)
     return p
+
+
+def add_version(parser: argparse.ArgumentParser) -> None:
+    """`--version`: the command's name and imgsim's version."""
+    parser.add_argument("--version", action="version", version=f"%(prog)s (imgsim {__version__})")
 
 
 def build_rebuild_parser() -> argparse.ArgumentParser:
@@ -70,6 +84,8 @@ def build_rebuild_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding", default=None, help="switch to this embedding definition (mean, gem, gem+logits)")
     p.add_argument("--reembed", action="store_true", help="recompute every embedding from the kept images")
     p.add_argument("--index_kind", choices=["auto", "flat", "hnsw"], default=None, help="vector index type")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_version(p)
     return p
 
 
@@ -86,7 +102,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     }
     # Validated like the environment, so a path given on the command line becomes a Path; an invalid value
     # (here or in IMGSIM_*) is one line naming the variable.
-    return load_settings(**overrides)
+    return follow_recorded_embedding(load_settings(**overrides))
 
 
 def _fail(message: str) -> int:
@@ -98,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `similarity_analysis`."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    show_model_preparation(bar=not args.quiet)
     if args.top_k < 0:
         return _fail("--top_k must be 0 (all) or a positive number")
     if args.json and args.csv:
@@ -152,21 +169,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+class ReembedProgress:
+    """The bar of `rebuild-index`'s re-embedding, drawn once the number of images is known."""
+
+    def __init__(self, show: bool) -> None:
+        self.show = show
+        self.bar: Any = None
+
+    def start(self, total: int) -> None:
+        if self.show:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="img", desc="re-embedding", file=sys.stderr)
+
+    def update(self, done: int) -> None:
+        if self.bar is not None:
+            self.bar.update(done)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def rebuild_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `rebuild-index`."""
     args = build_rebuild_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    show_model_preparation(bar=not args.quiet)
     from index.rebuild import rebuild_index
 
     started = time.perf_counter()
+    bar = ReembedProgress(show=not args.quiet)
     try:
         settings = _settings(args)
-        report = rebuild_index(settings, reembed=args.reembed)
+        report = rebuild_index(settings, reembed=args.reembed, progress=bar.update, on_count=bar.start)
     except ImgsimError as exc:
+        bar.close()
         return _fail(str(exc))
     except KeyboardInterrupt:
+        bar.close()
         print("interrupted: the index was left as it was", file=sys.stderr)
         return INTERRUPTED
+    bar.close()
     print(
         f"rebuilt {settings.data_dir}: {report.count} vectors ({report.index_type}, {report.model}); "
         f"{report.reembedded} re-embedded, {report.failed} failed; {time.perf_counter() - started:.1f} s"
@@ -197,3 +242,7 @@ def run() -> NoReturn:
 def run_rebuild() -> NoReturn:
     """Console script `rebuild-index`."""
     exit_now(rebuild_main())
+
+
+if __name__ == "__main__":
+    run()

@@ -13,9 +13,10 @@ from typing import NoReturn, TextIO
 
 from tqdm import tqdm
 
-from client.cli import INTERRUPTED, _fail, _settings, exit_now
+from client.cli import INTERRUPTED, _fail, _settings, add_version, exit_now
 from client.local import PROGRESS_MIN_IMAGES
 from client.moves import LeftFile, Move, move_duplicates, target_inside, undo_moves
+from client.progress import show_model_preparation
 from client.report import (
     DuplicatesHeader,
     FileCopy,
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--undo", default=None, metavar="MANIFEST", help="put back the files a --move-to manifest lists, and stop"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
+    add_version(p)
     return p
 
 
@@ -248,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `find-duplicates`."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    show_model_preparation(bar=not args.quiet)
     if args.json and args.csv:
         return _fail("give --json or --csv, not both")
     if args.undo:

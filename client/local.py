@@ -20,14 +20,16 @@ PROGRESS_MIN_IMAGES = 50
 
 
 def reference_in_folder(folder: Path, ref: Path, files: list[Path], resolved: Sequence[Path] | None = None) -> Path:
-    """The reference file: one of the folder's image `files` (a bare name is looked up in the folder first),
+    """The reference file: one of the folder's image `files` (a relative path is looked up in the folder first),
     or any image file elsewhere, which is then indexed along with the folder. `resolved`: the files'
     `resolved_paths`, when the caller has them.
 
     Raises:
         InvalidArgument: no such file.
     """
-    candidates = [folder / ref, ref] if ref.parent == Path() else [ref]
+    # A relative path is looked up in the folder first: with --recursive, rows name files by their path
+    # inside the folder (`shown_name`), and such a name is accepted back.
+    candidates = [ref] if ref.is_absolute() else [folder / ref, ref]
     by_resolved = dict(zip(resolved_paths(files) if resolved is None else resolved, files, strict=True))
     for candidate in candidates:
         if (found := by_resolved.get(candidate.resolve())) is not None:

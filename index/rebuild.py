@@ -55,9 +55,11 @@ def rebuild_index(
     *,
     reembed: bool = False,
     progress: Callable[[int], None] | None = None,
+    on_count: Callable[[int], None] | None = None,
 ) -> RebuildReport:
     """Rebuild the FAISS file from SQLite; with `reembed`, first recompute every embedding from the kept
     bytes with the configured model (all rows switch in one transaction, so a crash leaves the old ones).
+    `on_count` is told how many images are re-embedded before it starts; `progress`, each batch done.
 
     Raises:
         InvalidArgument: there is no data directory to rebuild.
@@ -78,6 +80,9 @@ def rebuild_index(
         built_with = store.get_meta("model")
         reembedded = failed = 0
         if reembed or (built_with is not None and built_with != embedder.version):
+            embedder.load()  # first, so that a one-off preparation is said before the bar starts
+            if on_count:
+                on_count(store.count())
             reembedded, failed = _reembed(store, embedder, settings, progress)
         # Straight from SQLite: the old FAISS file is neither read nor repaired first, only replaced.
         model = store.get_meta("model") or embedder.version

@@ -25,8 +25,6 @@ from index.model.registry import resolve_embedding
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGES_DIR = REPO_ROOT / "images"
-# The ImageNet sample lives beside the checkout, never inside it; tests that need it skip without it.
-IMAGENET_SAMPLE_DIR = REPO_ROOT.parent / "shared" / "datasets" / "imagenet-sample"
 CAT_VARIANTS = frozenset({"cat_crop.jpg", "cat_mirror.png", "cat_recompressed.jpg", "cat_grey.png"})
 
 # The two configurations the store-level and API tests run against. PostgreSQL comes from a server whose
@@ -187,11 +185,22 @@ def images_copy(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.fixture
-def imagenet_sample() -> Path:
-    if not IMAGENET_SAMPLE_DIR.is_dir():
-        pytest.skip(f"ImageNet sample not present at {IMAGENET_SAMPLE_DIR}")
-    return IMAGENET_SAMPLE_DIR
+def derived_photos(folder: Path, count: int, start: int = 0) -> list[Path]:
+    """`count` new JPEGs cut from the sample photos (distinct crops, so distinct content), written to `folder`."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = sorted(p for p in IMAGES_DIR.iterdir() if p.suffix in {".jpg", ".png"})
+    paths = []
+    for n in range(start, start + count):
+        with Image.open(sources[n % len(sources)]) as img:
+            rgb = img.convert("RGB")
+        shift = 8 * (n // len(sources) + 1)
+        crop = rgb.crop((shift, shift, rgb.width - shift, rgb.height - shift))
+        path = folder / f"derived_{n:03d}.jpg"
+        crop.save(path, "JPEG", quality=90)
+        paths.append(path)
+    return paths
 
 
 def random_pixels(size: tuple[int, int], channels: int, seed: int) -> NDArray[np.uint8]:

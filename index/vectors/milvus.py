@@ -12,6 +12,7 @@ upsert or delete by id, and nothing is cached in the process.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,6 +29,10 @@ from index.storage.store import ImageStore
 from index.vectors.faiss_index import EF_CONSTRUCTION, IndexMeta, checked_vectors
 
 log = logging.getLogger(__name__)
+
+# The Milvus client is an extra (it brings pandas and pyarrow): without it, choosing Milvus is one clear error.
+if importlib.util.find_spec("pymilvus") is None:
+    raise BackendUnavailable("IMGSIM_VECTOR_STORE=milvus needs pymilvus: pip install -r requirements-milvus.txt")
 
 # Top predictions kept per image (settings allow up to 1000); arrays are stored at their length, not this.
 MAX_CLASSES = 1024

@@ -3,6 +3,7 @@ running server, and start-up failures as one line."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
@@ -13,6 +14,7 @@ import httpx
 import pytest
 import torch
 
+from index.model.embedder import Embedder
 from index.rebuild import INDEX_FILE
 from index.vectors.faiss_index import VectorIndex
 from tests.app.server import start_server, stop, wait_ready
@@ -124,3 +126,20 @@ def test_a_second_server_on_a_served_data_directory_names_the_first_and_exits(tm
     assert code == 1
     assert len(errors) == 1 and f"pid {holder.pid}" in errors[0] and "http://127.0.0.1:8123" in errors[0]
     assert "Traceback" not in output
+
+
+def test_the_server_says_in_one_line_where_it_serves_what_and_with_which_model(
+    tmp_path: Path, sample_index_dir: Path, embedder: Embedder
+) -> None:
+    data_dir, log = tmp_path / "data", tmp_path / "server.log"
+    shutil.copytree(sample_index_dir, data_dir)
+    proc, url = start_server(data_dir, log)
+    try:
+        wait_ready(proc, url, log)
+    finally:
+        stop(proc)
+    said = [line for line in log.read_text().splitlines() if "ready at" in line]
+    assert said == [
+        f"INFO:     ready at {url}: data dir {data_dir}, model efficientnet_lite0, definition gem3+logits1.3, "
+        f"engine {embedder.engine_name}, precision {embedder.engine.precision}, 10 images"
+    ]

@@ -260,13 +260,36 @@ def test_rebuild_index_keeps_the_ranking_and_is_safe_to_run_twice(
     assert ranking(after) == ranking(before)
 
 
-def test_rebuild_index_reembed_recomputes_every_image(
+def test_rebuild_index_reembed_recomputes_every_image_with_a_progress_bar(
     capsys: pytest.CaptureFixture[str], sample_settings: Settings, images_dir: Path, forward_passes: list[int]
 ) -> None:
     code, out, err = run(capsys, rebuild_main, "--data_dir", str(sample_settings.data_dir), "--reembed")
     assert code == 0, err
     assert "10 re-embedded, 0 failed" in out
     assert sum(forward_passes) == 10
+    assert "re-embedding" in err and "10/10" in err
+    code, out, err = run(capsys, rebuild_main, "--data_dir", str(sample_settings.data_dir), "--reembed", "--quiet")
+    assert code == 0 and "10 re-embedded" in out and "re-embedding" not in err
+
+
+def test_after_a_rebuild_with_another_definition_the_commands_use_the_recorded_one(
+    capsys: pytest.CaptureFixture[str], sample_settings: Settings, images_dir: Path
+) -> None:
+    data_dir = str(sample_settings.data_dir)
+    code, out, err = run(capsys, rebuild_main, "--data_dir", data_dir, "--embedding", "mean", "--reembed", "--quiet")
+    assert code == 0, err
+    assert "(flat, efficientnet_lite0:mean); 10 re-embedded" in out
+    rank_args = ("--images_folder", str(images_dir), "--data_dir", data_dir, "--top_k", "0", "--quiet")
+    code, out, err = run(capsys, main, *rank_args)
+    assert code == 0, err
+    assert {f for f, _ in ranking(out)[:4]} == CAT_VARIANTS
+    # rebuild-index without --embedding keeps the recorded definition instead of re-embedding to the default.
+    code, out, err = run(capsys, rebuild_main, "--data_dir", data_dir)
+    assert code == 0, err
+    assert "(flat, efficientnet_lite0:mean); 0 re-embedded" in out
+    # An explicit definition that differs is still refused, naming both.
+    result = run(capsys, main, *rank_args, "--embedding", "gem")
+    assert_one_line_error(*result, "efficientnet_lite0:mean", "efficientnet_lite0:gem")
 
 
 def test_rebuild_index_with_an_unknown_model_is_a_one_line_error(
@@ -277,7 +300,27 @@ def test_rebuild_index_with_an_unknown_model_is_a_one_line_error(
     assert stored_count(sample_settings.data_dir) == 10
 
 
-# --- the root entry point -------------------------------------------------------------------------------
+# --- the root entry point, the console scripts and the module forms -------------------------------------
+
+COMMANDS = [
+    ("similarity-analysis", "client.cli"),
+    ("rebuild-index", "client.rebuild"),
+    ("find-duplicates", "client.duplicates"),
+]
+
+
+@pytest.mark.parametrize(("script", "module"), COMMANDS)
+def test_each_command_is_installed_has_a_python_m_form_and_tells_its_version(script: str, module: str) -> None:
+    from index import __version__
+
+    installed = Path(sys.executable).parent / script
+    assert installed.is_file(), f"{script} is not installed beside {sys.executable}"
+    for command in ([str(installed)], [sys.executable, "-m", module]):
+        done = subprocess.run([*command, "--version"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().endswith(f"(imgsim {__version__})"), done.stdout
+        helped = subprocess.run([*command, "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert helped.returncode == 0 and "example:" in helped.stdout
 
 
 def test_root_script_ranks_the_sample_folder_by_default(sample_settings: Settings) -> None:
@@ -411,6 +454,21 @@ def test_recursive_ranks_images_in_subfolders_too(
     deep = [f for f, _ in ranking(run(capsys, main, *base, "--recursive")[1])]
     assert "cat_grey.png" not in flat and len(flat) == 8
     assert str(Path("more") / "cat_grey.png") in deep and len(deep) == 9
+
+
+def test_a_row_printed_with_recursive_is_accepted_back_as_the_reference(
+    capsys: pytest.CaptureFixture[str], images_copy: Path, sample_settings: Settings
+) -> None:
+    (images_copy / "more").mkdir()
+    shutil.move(images_copy / "cat_grey.png", images_copy / "more" / "cat_grey.png")
+    base = ["--images_folder", str(images_copy), "--data_dir", str(sample_settings.data_dir), "--top_k", "0"]
+    shown = str(Path("more") / "cat_grey.png")
+    assert shown in [f for f, _ in ranking(run(capsys, main, *base, "--recursive")[1])]
+    code, out, err = run(capsys, main, *base, "--recursive", "--ref_image", shown)
+    assert code == 0, err
+    rows = ranking(out)
+    assert "Reference: cat_grey.png" in out and shown not in [f for f, _ in rows]
+    assert {f for f, _ in rows[:4]} == (CAT_VARIANTS - {"cat_grey.png"}) | {"cat.png"}
 
 
 def test_label_keeps_the_images_predicted_as_that_class(

@@ -97,7 +97,14 @@ def test_ctrl_c_stops_the_cli_with_exit_130_keeping_what_was_stored(tmp_path: Pa
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "nothing was stored in time"
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    # Frozen at once, so that Ctrl-C lands in the middle of the ingest however loaded the machine is: the
+    # state is checked while the process cannot move, and the signal is handled when it resumes.
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        assert 0 < _stored(data_dir) < 400, "the ingest finished before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+    finally:
+        proc.send_signal(signal.SIGCONT)
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted" in err

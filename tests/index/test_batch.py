@@ -12,11 +12,12 @@ from index.batch import batch_ingest
 from index.config import Settings
 from index.pipeline import ImageSource
 from index.service import ImageIndex
-from tests.conftest import CountingEmbedder
+from tests.conftest import CountingEmbedder, derived_photos
 
 pytestmark = pytest.mark.ray
 
-PHOTOS = 200
+# Distinct crops of the sample photos, made here (several batches for each of the two workers).
+PHOTOS = 120
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +29,9 @@ def local_ray() -> Iterator[None]:
 
 
 def test_a_folder_is_stored_once_by_two_workers_and_a_second_run_resumes(
-    local_ray: None, tmp_path: Path, imagenet_sample: Path, embedder: CountingEmbedder
+    local_ray: None, tmp_path: Path, embedder: CountingEmbedder
 ) -> None:
-    photos = sorted(p for p in imagenet_sample.iterdir() if p.suffix == ".JPEG")[:PHOTOS]
+    photos = derived_photos(tmp_path / "made", PHOTOS)
     folder = tmp_path / "photos"
     (folder / "later").mkdir(parents=True)
     for p in photos[: PHOTOS // 2]:

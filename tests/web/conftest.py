@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.app.server import running_server
-from tests.web.sample import CHROMIUM, VIEWPORT, imagenet_photos, ingest, launch_chromium, repo_photos
+from tests.web.sample import CHROMIUM, VIEWPORT, ingest, launch_chromium, made_photos, repo_photos
 
 # Small enough that adding a handful of files from the page takes several requests.
 MAX_FILES_PER_REQUEST = 4
@@ -37,11 +37,12 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """The service over a fresh data directory holding the sample photos and a few ImageNet ones."""
+    """The service over a fresh data directory holding the sample photos and six made from them."""
     tmp = tmp_path_factory.mktemp("web")
     env = {"IMGSIM_MAX_FILES_PER_REQUEST": str(MAX_FILES_PER_REQUEST)}
+    photos = repo_photos() + made_photos(tmp / "photos")
     with running_server(tmp / "data", tmp / "server.log", **env) as url:
-        yield Site(url, ingest(url, repo_photos() + imagenet_photos(6), batch=MAX_FILES_PER_REQUEST))
+        yield Site(url, ingest(url, photos, batch=MAX_FILES_PER_REQUEST))
 
 
 @pytest.fixture

@@ -8,7 +8,9 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import Browser, Playwright
 
-from tests.conftest import IMAGENET_SAMPLE_DIR, IMAGES_DIR
+from tests.conftest import IMAGES_DIR, derived_photos
+
+__all__ = ["derived_photos"]
 
 # Debian's chromium package; Playwright's own browser download is not used.
 CHROMIUM = Path("/usr/bin/chromium")
@@ -19,11 +21,28 @@ def repo_photos() -> list[Path]:
     return sorted(p for p in IMAGES_DIR.iterdir() if p.suffix in {".jpg", ".png"})
 
 
-def imagenet_photos(count: int, skip: int = 0) -> list[Path]:
-    """`count` photos of the shared ImageNet sample (none when it is absent), in name order from `skip`."""
-    if not IMAGENET_SAMPLE_DIR.is_dir():
-        return []
-    return sorted(IMAGENET_SAMPLE_DIR.glob("*.JPEG"))[skip : skip + count]
+def made_photos(folder: Path) -> list[Path]:
+    """Six more photos for the site, made from the sample ones that show neither a cat nor a coffee: each
+    turned a quarter, and two pairs side by side (so searches have more than ten results to show)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    opened = {}
+    for name in ("astronaut.jpg", "camera.jpg", "coins.jpg", "rocket.jpg"):
+        with Image.open(IMAGES_DIR / name) as img:
+            opened[name] = img.convert("RGB")
+    made = [img.rotate(90, expand=True) for img in opened.values()]
+    for left, right in (("astronaut.jpg", "rocket.jpg"), ("camera.jpg", "coins.jpg")):
+        a, b = opened[left], opened[right].resize(opened[left].size)
+        pair = Image.new("RGB", (a.width * 2, a.height))
+        pair.paste(a, (0, 0))
+        pair.paste(b, (a.width, 0))
+        made.append(pair)
+    paths = []
+    for n, img in enumerate(made):
+        paths.append(folder / f"made_{n}.jpg")
+        img.save(paths[-1], "JPEG", quality=90)
+    return paths
 
 
 def ingest(url: str, paths: Sequence[Path], batch: int = 32) -> dict[str, int]:
@@ -40,21 +59,3 @@ def ingest(url: str, paths: Sequence[Path], batch: int = 32) -> dict[str, int]:
 
 def launch_chromium(playwright: Playwright) -> Browser:
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--disable-gpu"])
-
-
-def derived_photos(folder: Path, count: int, start: int = 0) -> list[Path]:
-    """`count` new JPEGs cut from the sample photos (distinct crops, so distinct content), written to `folder`."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    sources = repo_photos()
-    paths = []
-    for n in range(start, start + count):
-        with Image.open(sources[n % len(sources)]) as img:
-            rgb = img.convert("RGB")
-        shift = 8 * (n // len(sources) + 1)
-        crop = rgb.crop((shift, shift, rgb.width - shift, rgb.height - shift))
-        path = folder / f"derived_{n:03d}.jpg"
-        crop.save(path, "JPEG", quality=90)
-        paths.append(path)
-    return paths

@@ -17,7 +17,17 @@ from playwright.sync_api import Page, sync_playwright
 
 from tests.app.server import running_server
 from tests.conftest import IMAGES_DIR, REPO_ROOT
-from tests.web.sample import VIEWPORT, imagenet_photos, ingest, launch_chromium, repo_photos
+from tests.web.sample import VIEWPORT, ingest, launch_chromium, repo_photos
+
+# The shared ImageNet sample beside the checkout (a script may read it; the tests never do).
+IMAGENET_SAMPLE_DIR = REPO_ROOT.parent / "shared" / "datasets" / "imagenet-sample"
+
+
+def imagenet_photos(count: int, skip: int = 0) -> list[Path]:
+    """`count` photos of the shared ImageNet sample (none when it is absent), in name order from `skip`."""
+    if not IMAGENET_SAMPLE_DIR.is_dir():
+        return []
+    return sorted(IMAGENET_SAMPLE_DIR.glob("*.JPEG"))[skip : skip + count]
 
 
 def settle(page: Page) -> None:

@@ -73,15 +73,20 @@ def choose_engine(settings: Settings) -> str:
     """
     device = device_type(settings.device)
     installed = installed_engines()
+    if settings.device == "auto" and device == "cuda" and "torch" not in installed:
+        # A GPU, but the default install (no torch extra): the CPU engines run the shipped export.
+        device = "cpu"
     if settings.engine == "auto":
         for name in PREFERENCE.get(device, ("torch",)):
             # int8 runs only on the exported engines; otherwise the order holds.
             if name in installed and not (settings.precision == "int8" and name == "torch"):
                 return name
-        raise EngineUnavailable(f"no inference engine installed for {device} (have: {', '.join(installed)})")
+        hint = " (a CUDA device needs torch: pip install -r requirements-torch.txt)" if device == "cuda" else ""
+        raise EngineUnavailable(f"no inference engine installed for {device} (have: {', '.join(installed)}){hint}")
     entry = ENGINES[settings.engine]
     if settings.engine not in installed:
-        raise EngineUnavailable(f"the {settings.engine} engine is not installed (pip install {entry.requires})")
+        hint = "pip install -r requirements-torch.txt" if entry.requires == "torch" else f"pip install {entry.requires}"
+        raise EngineUnavailable(f"the {settings.engine} engine is not installed ({hint})")
     if device not in entry.devices:
         raise EngineUnavailable(f"the {settings.engine} engine does not run on {device}")
     return settings.engine

@@ -4,17 +4,24 @@ ONNX graph, made once with torch and cached on disk.
 The cache file is keyed by everything that changes its contents: the weights' SHA-256, the embedding
 definition, the preprocessing, the precision (and for int8 the calibration images) and the engine's version.
 A run that finds it never imports torch or timm.
+
+The default model's fp32 export under its default definition ships in the package (`SHIPPED_DIR`, under the
+name the cache would give it), so a CPU install needs no torch: int8 is quantized from it without torch too.
+The export is deterministic; `python -m index.model.engines.export` remakes the shipped file, and a test
+checks that a fresh export gives its vectors.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
+import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +30,16 @@ from numpy.typing import NDArray
 
 from index.config import Settings
 from index.errors import EngineUnavailable
-from index.model.registry import EmbeddingDefinition, ModelSpec, Preprocessing, model_preprocessing
+from index.model.engines.prepare import preparing
+from index.model.registry import (
+    DEFAULT_EMBEDDING,
+    REGISTRY,
+    EmbeddingDefinition,
+    ModelSpec,
+    Preprocessing,
+    model_preprocessing,
+    resolve_embedding,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +51,15 @@ OUTPUT_NAMES = ("embeddings", "probabilities")
 # Calibration photos for int8 (crops of the repository's sample photos, shipped with the package, so the
 # quantized model is the same wherever it is made); each is also used flipped and re-cropped.
 CALIBRATION_DIR = Path(__file__).resolve().parents[1] / "data" / "calibration"
+# Exports that ship with the package, found by the name `exported_path` gives them.
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "data" / "exports"
+SHIPPED_MODEL = "efficientnet_lite0"
+# What making an export costs on a 2-core machine (measured: torch's import and the trace, ONNX Runtime's
+# calibration), for the notice that says how long the one-off wait is.
+EXPORT_SECONDS = 15
+QUANTIZE_SECONDS = 13
+# How to get torch, for the errors of a default install asked for something only torch can make.
+TORCH_EXTRA = "pip install -r requirements-torch.txt"
 
 
 def cache_key(spec: ModelSpec, embedding: EmbeddingDefinition, weights_hash: str, precision: str, tool: str) -> str:
@@ -68,44 +93,93 @@ def exported_path(
     return settings.model_cache_dir / f"{safe_model}-{embedding.name}-{precision}-{key}.onnx"
 
 
+def find_export(path: Path) -> Path | None:
+    """The export at `path` in the cache, else the shipped file of the same name, else None."""
+    if path.is_file():
+        return path
+    shipped = SHIPPED_DIR / path.name
+    return shipped if shipped.is_file() else None
+
+
 def ensure_exported(
-    settings: Settings, spec: ModelSpec, embedding: EmbeddingDefinition, precision: str, path: Path
+    settings: Settings,
+    spec: ModelSpec,
+    embedding: EmbeddingDefinition,
+    precision: str,
+    path: Path,
+    fp32: Path | None = None,
 ) -> Path:
-    """The cached export at `path`, made now (with torch) if it is not there yet.
+    """The export at `path` (cached or shipped), made now if there is none: fp32 with torch, int8 by
+    quantizing the fp32 export at `fp32` (itself made first when needed), which needs no torch.
 
     Raises:
         WeightsNotFound: the weights file is missing.
         EngineUnavailable: torch or onnx, needed to export, is not installed.
     """
-    if path.is_file():
-        return path
+    if (found := find_export(path)) is not None:
+        return found
+    if precision == "int8" and fp32 is None:
+        raise ValueError("an int8 export is quantized from the fp32 export: give its path")
+    source = ensure_exported(settings, spec, embedding, "fp32", fp32) if fp32 is not None else None
+    if source is None:
+        require_exporter(spec, embedding)  # before the wait is announced
     path.parent.mkdir(parents=True, exist_ok=True)
     log.info("exporting %s (%s, %s) to %s, once", spec.name, embedding.name, precision, path)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp:
-        fp32 = Path(tmp) / "fp32.onnx"
-        export_onnx(settings, spec, embedding, fp32)
-        result = fp32
-        if precision == "int8":
-            result = Path(tmp) / "int8.onnx"
-            quantize_int8(fp32, result, model_preprocessing(spec))
+    seconds, steps = (QUANTIZE_SECONDS, 1) if source is not None else (EXPORT_SECONDS, 2)
+    with (
+        preparing(f"{precision} export of {spec.name} ({embedding.name})", seconds, steps) as step,
+        tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp,
+    ):
+        result = Path(tmp) / f"{precision}.onnx"
+        if source is not None:
+            step("calibrating on the shipped photos")
+            quantize_int8(source, result, model_preprocessing(spec))
+        else:
+            step("building the network with torch")
+            export_onnx(settings, spec, embedding, result, on_traced=lambda: step("tracing the graph"))
         # Another process may export the same file at the same time: each writes its own and renames it
         # into place atomically, so a reader never sees half a file.
         os.replace(result, path)
     return path
 
 
-def export_onnx(settings: Settings, spec: ModelSpec, embedding: EmbeddingDefinition, out: Path) -> None:
-    """Export the fp32 embedding graph (uint8 NHWC crops in, vectors and probabilities out) to `out`."""
-    try:
-        import onnx  # noqa: F401  (the exporter needs it)
-        import torch
+def require_exporter(spec: ModelSpec, embedding: EmbeddingDefinition) -> None:
+    """Check that what makes an export (torch, timm, onnx) is installed, before any of it is imported.
 
-        from index.model.engines.torch_engine import embedding_graph
-    except ImportError as exc:
-        raise EngineUnavailable(f"exporting the model needs torch and onnx: {exc}") from exc
+    Raises:
+        EngineUnavailable: one of them is not (named in one line, with how to install it).
+    """
+    missing = [name for name in ("torch", "timm", "onnx") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise EngineUnavailable(
+            f"{spec.name} with the {embedding.name} embedding is exported once with torch, and "
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed: {TORCH_EXTRA} "
+            f"(only {SHIPPED_MODEL} with {DEFAULT_EMBEDDING} ships ready to run)"
+        )
+
+
+def export_onnx(
+    settings: Settings,
+    spec: ModelSpec,
+    embedding: EmbeddingDefinition,
+    out: Path,
+    on_traced: Callable[[], None] | None = None,
+) -> None:
+    """Export the fp32 embedding graph (uint8 NHWC crops in, vectors and probabilities out) to `out`.
+
+    Raises:
+        EngineUnavailable: torch, timm or onnx is not installed.
+    """
+    require_exporter(spec, embedding)
+    import onnx  # noqa: F401  (the exporter needs it)
+    import torch
+
+    from index.model.engines.torch_engine import embedding_graph
 
     pre = model_preprocessing(spec)
     graph = embedding_graph(settings, spec, embedding, pre.mean, pre.std)
+    if on_traced is not None:
+        on_traced()
     example = torch.zeros((2, pre.input_size, pre.input_size, 3), dtype=torch.uint8)
     dynamic = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
     with torch.inference_mode(), warnings.catch_warnings():
@@ -209,3 +283,27 @@ def quantize_int8(fp32: Path, out: Path, pre: Preprocessing) -> None:
         )
     finally:
         root.setLevel(level)
+
+
+def remake_shipped_export() -> Path:
+    """Export the default model under the default definition (fp32) into `SHIPPED_DIR`, replacing what is
+    there; needs torch. The file name carries the cache key, so a changed input gives a new name."""
+    from index.model.engines.exported import FP32_TOOL
+    from index.model.weights import file_sha256
+
+    spec, embedding = REGISTRY[SHIPPED_MODEL], resolve_embedding(DEFAULT_EMBEDDING)
+    settings = Settings()
+    weights_hash = file_sha256(spec.weights_file(settings))
+    name = exported_path(settings, spec, embedding, weights_hash, "fp32", FP32_TOOL).name
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = Path(tmp) / name
+        export_onnx(settings, spec, embedding, fresh)
+        SHIPPED_DIR.mkdir(parents=True, exist_ok=True)
+        for old in SHIPPED_DIR.glob("*.onnx"):
+            old.unlink()
+        shutil.copyfile(fresh, SHIPPED_DIR / name)
+    return SHIPPED_DIR / name
+
+
+if __name__ == "__main__":
+    print(remake_shipped_export())

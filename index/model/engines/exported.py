@@ -11,6 +11,9 @@ from index.errors import EngineUnavailable
 from index.model.engines.base import CPU, Device, EngineOutput, InferenceEngine
 from index.model.engines.export import INPUT_NAME, OPSET, ensure_exported, exported_path
 
+# What made the fp32 export (part of its cache key).
+FP32_TOOL = f"onnx-opset{OPSET}"
+
 
 class ExportedEngine(InferenceEngine):
     """Runs the cached ONNX export on the CPU; subclasses open it with their runtime."""
@@ -48,12 +51,13 @@ class ExportedEngine(InferenceEngine):
             raise EngineUnavailable(f"the {self.name} engine runs on the CPU, not {self.settings.device}")
         # One fp32 graph serves every engine and precision but int8, which ONNX Runtime's quantizer makes
         # (keyed by its version) and both engines run; bf16 is the runtime's choice at compile time.
-        if self.resolved_precision == "int8":
-            precision, tool = "int8", f"onnxruntime-{quantizer_version()}"
-        else:
-            precision, tool = "fp32", f"onnx-opset{OPSET}"
-        path = exported_path(self.settings, self.spec, self.embedding, self.read_weights_hash(), precision, tool)
-        return ensure_exported(self.settings, self.spec, self.embedding, precision, path)
+        weights_hash = self.read_weights_hash()
+        fp32 = exported_path(self.settings, self.spec, self.embedding, weights_hash, "fp32", FP32_TOOL)
+        if self.resolved_precision != "int8":
+            return ensure_exported(self.settings, self.spec, self.embedding, "fp32", fp32)
+        tool = f"onnxruntime-{quantizer_version()}"
+        int8 = exported_path(self.settings, self.spec, self.embedding, weights_hash, "int8", tool)
+        return ensure_exported(self.settings, self.spec, self.embedding, "int8", int8, fp32=fp32)
 
     def _set_widths(self, dim: int, classes: int) -> None:
         """Learn the feature width from the loaded graph (needed for unregistered architectures)."""

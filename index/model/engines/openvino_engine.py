@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from typing import Any
@@ -9,11 +10,14 @@ from typing import Any
 from index.model.engines.base import EngineOutput, cpu_has_native_bf16
 from index.model.engines.export import OUTPUT_NAMES
 from index.model.engines.exported import ExportedEngine
+from index.model.engines.prepare import preparing
 
 log = logging.getLogger(__name__)
 
 # OpenVINO's own names for the precision of the layers it does not run in int8.
 _HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+# A first compilation of the default model on a 2-core machine (measured; later starts read OpenVINO's cache).
+COMPILE_SECONDS = 1
 
 
 class OpenVinoEngine(ExportedEngine):
@@ -43,14 +47,25 @@ class OpenVinoEngine(ExportedEngine):
         path = self.model_path()
         core = ov.Core()
         # OpenVINO keeps the compiled network beside the export: the next start skips compilation.
-        core.set_property({"CACHE_DIR": str(self.settings.model_cache_dir / "openvino")})
+        cache_dir = self.settings.model_cache_dir / "openvino"
+        core.set_property({"CACHE_DIR": str(cache_dir)})
+        hint = _HINTS[self.resolved_precision]
         config = {
-            "INFERENCE_PRECISION_HINT": _HINTS[self.resolved_precision],
+            "INFERENCE_PRECISION_HINT": hint,
             # One request at a time, using every core: batches come one after another from the pipeline
             # or the micro-batcher.
             "PERFORMANCE_HINT": "LATENCY",
         }
-        self._compiled = core.compile_model(str(path), "CPU", config)
+        # OpenVINO's cache files are named by its own hash; this marker says whether this export was
+        # compiled here before, so that only a first compilation is announced.
+        marker = cache_dir / f"{path.stem}-{hint}-{self.runtime_version()}.compiled"
+        if marker.is_file():
+            self._compiled = core.compile_model(str(path), "CPU", config)
+        else:
+            with preparing(f"OpenVINO compiles {self.spec.name} ({hint}) for this CPU", COMPILE_SECONDS):
+                self._compiled = core.compile_model(str(path), "CPU", config)
+            with contextlib.suppress(OSError):
+                marker.touch()
         self._request = self._compiled.create_infer_request()
         widths = [self._compiled.output(name).get_partial_shape()[1].get_length() for name in OUTPUT_NAMES]
         self._set_widths(int(widths[0]), int(widths[1]))

@@ -17,7 +17,7 @@ from index.model.registry import EMBEDDINGS, DuplicateLevels, resolve_embedding
 from index.pipeline import ImageSource
 from index.service import ImageIndex
 from index.vectors.faiss_index import IndexMeta, VectorIndex
-from tests.conftest import IMAGENET_SAMPLE_DIR, IMAGES_DIR, CountingEmbedder, unit_vectors
+from tests.conftest import IMAGES_DIR, CountingEmbedder, unit_vectors
 
 
 def _jpeg(img: Image.Image, quality: int = 90) -> bytes:
@@ -40,10 +40,8 @@ def edits_of(path: Path) -> dict[str, bytes]:
 
 
 def _photos() -> list[Path]:
-    """Distinct photos: the committed ones (not the cat's variants) and, when present, a few shared ones."""
-    own = [IMAGES_DIR / n for n in ("astronaut.jpg", "coffee.jpg", "rocket.jpg", "coins.jpg", "camera.jpg")]
-    shared = sorted(IMAGENET_SAMPLE_DIR.glob("*.JPEG"))[::125] if IMAGENET_SAMPLE_DIR.is_dir() else []
-    return own + shared
+    """Distinct photos: the committed ones (not the cat's variants)."""
+    return [IMAGES_DIR / n for n in ("astronaut.jpg", "coffee.jpg", "rocket.jpg", "coins.jpg", "camera.jpg")]
 
 
 @pytest.fixture(scope="module")

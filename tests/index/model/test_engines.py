@@ -15,6 +15,8 @@ from index.config import Settings
 from index.errors import EngineUnavailable
 from index.model.embedder import Embedder, EmbedResult
 from index.model.engines import PREFERENCE, choose_engine, installed_engines
+from index.model.engines.export import INPUT_NAME, SHIPPED_DIR, export_onnx
+from index.model.engines.exported import ExportedEngine
 from index.model.imaging import decode_for_model
 from tests.conftest import IMAGES_DIR, REPO_ROOT, SettingsFactory
 
@@ -33,12 +35,26 @@ def torch_fp32() -> Embedder:
 
 
 @pytest.fixture(scope="session")
-def agreement_photos() -> list[Path]:
-    """The sample photos, and every 20th shared ImageNet photo where the shared data set is present."""
-    from tests.conftest import IMAGENET_SAMPLE_DIR
+def agreement_photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The sample photos, and of each a mirrored, a rotated and a zoomed copy made here."""
+    from PIL import Image, ImageOps
 
     files = sorted(p for p in IMAGES_DIR.iterdir() if p.suffix != ".md")
-    return files + sorted(IMAGENET_SAMPLE_DIR.glob("*.JPEG"))[::20]
+    out = tmp_path_factory.mktemp("agreement")
+    made = []
+    for f in files:
+        with Image.open(f) as img:
+            rgb = img.convert("RGB")
+        w, h = rgb.size
+        variants = {
+            "mirror": ImageOps.mirror(rgb),
+            "rotated": rgb.rotate(17, expand=True),
+            "zoom": rgb.crop((w // 5, h // 5, w - w // 5, h - h // 5)),
+        }
+        for name, variant in variants.items():
+            made.append(out / f"{f.stem}-{name}.png")
+            variant.save(made[-1])
+    return files + made
 
 
 def embed_all(embedder: Embedder, files: list[Path]) -> EmbedResult:
@@ -87,21 +103,79 @@ def test_onnxruntime_refuses_bf16_with_a_clear_error() -> None:
 
 
 @exported_engines
-def test_the_export_is_made_once_and_reused_from_the_cache(
+def test_the_default_model_runs_the_shipped_export_and_others_are_made_once_into_the_cache(
     engine: str, make_settings: SettingsFactory, tmp_path: Path
 ) -> None:
     cache = tmp_path / "models"
-    first = Embedder(make_settings(engine=engine, model_cache_dir=cache)).load()
+    shipped = Embedder(make_settings(engine=engine, model_cache_dir=cache)).load()
+    assert list(cache.glob("*.onnx")) == []
+    assert engine_model_path(shipped).parent == SHIPPED_DIR
+    # Another embedding definition is another graph: exported once (with torch) into the cache.
+    first = Embedder(make_settings(engine=engine, model_cache_dir=cache, embedding="mean")).load()
     exported = sorted(cache.glob("*.onnx"))
-    assert len(exported) == 1
+    assert len(exported) == 1 and "-mean-fp32-" in exported[0].name
     stamp = exported[0].stat().st_mtime_ns
-    again = Embedder(make_settings(engine=engine, model_cache_dir=cache)).load()
+    again = Embedder(make_settings(engine=engine, model_cache_dir=cache, embedding="mean")).load()
     assert sorted(cache.glob("*.onnx")) == exported and exported[0].stat().st_mtime_ns == stamp
     cat = crops_of(first, [IMAGES_DIR / "cat.png"])
     np.testing.assert_array_equal(first.forward(cat).embeddings, again.forward(cat).embeddings)
-    # Another embedding definition is another graph, so another cache entry.
-    Embedder(make_settings(engine=engine, model_cache_dir=cache, embedding="mean")).load()
-    assert len(list(cache.glob("*.onnx"))) == 2
+
+
+def engine_model_path(embedder: Embedder) -> Path:
+    engine = embedder.engine
+    assert isinstance(engine, ExportedEngine)
+    return engine.model_path()
+
+
+@pytest.mark.skipif("onnxruntime" not in EXPORTED, reason="onnxruntime is not installed")
+def test_the_shipped_export_is_the_one_torch_makes_now(tmp_path: Path) -> None:
+    """The shipped file has the name the cache key gives today's inputs, and gives a fresh export's vectors."""
+    import onnxruntime as ort
+
+    settings = Settings(model_cache_dir=tmp_path, engine="onnxruntime", precision="fp32")
+    embedder = Embedder(settings)
+    shipped = engine_model_path(embedder)
+    assert shipped.parent == SHIPPED_DIR and sorted(SHIPPED_DIR.glob("*.onnx")) == [shipped]
+    fresh = tmp_path / "fresh.onnx"
+    export_onnx(settings, embedder.spec, embedder.embedding, fresh)
+    files = sorted(p for p in IMAGES_DIR.iterdir() if p.suffix != ".md")
+    feed = {INPUT_NAME: crops_of(embedder, files)}
+    runs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feed) for p in (shipped, fresh)]
+    for got, want in zip(*runs, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.skipif("onnxruntime" not in EXPORTED, reason="onnxruntime is not installed")
+def test_without_torch_int8_is_made_from_the_shipped_export_and_another_definition_asks_for_torch(
+    make_settings: SettingsFactory,
+) -> None:
+    """A default install (no torch): int8 is quantized from the shipped fp32 export; an export only torch can
+    make is refused with one line naming the fix."""
+    code = """
+import sys
+sys.modules["torch"] = None  # importing torch now fails, as where it is not installed
+from index.config import Settings
+from index.errors import EngineUnavailable
+from index.model.embedder import Embedder
+int8 = Embedder(Settings(engine="onnxruntime", precision="int8", model_cache_dir=sys.argv[1])).load()
+print(int8.engine.precision)
+try:
+    Embedder(Settings(embedding="mean", model_cache_dir=sys.argv[1])).load()
+except EngineUnavailable as exc:
+    print(exc)
+"""
+    settings = make_settings()
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(settings.model_cache_dir / "empty")],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    precision, refusal = done.stdout.strip().splitlines()
+    assert precision == "int8"
+    assert "requirements-torch.txt" in refusal and "mean" in refusal
 
 
 def _imported_heavy_modules(stderr: str) -> set[str]:
@@ -112,9 +186,14 @@ def _imported_heavy_modules(stderr: str) -> set[str]:
 
 @pytest.mark.slow
 @exported_engines
-def test_the_cli_with_a_cached_export_imports_neither_torch_nor_timm(engine: str, tmp_path: Path) -> None:
-    Embedder(Settings(engine=engine)).load()  # the export is cached (made now if it was not)
-    env = {**os.environ, "IMGSIM_ENGINE": engine, "IMGSIM_DATA_DIR": str(tmp_path / "data")}
+def test_the_cli_with_an_empty_model_cache_imports_neither_torch_nor_timm(engine: str, tmp_path: Path) -> None:
+    """The default install's first run: the shipped export, no torch."""
+    env = {
+        **os.environ,
+        "IMGSIM_ENGINE": engine,
+        "IMGSIM_DATA_DIR": str(tmp_path / "data"),
+        "IMGSIM_MODEL_CACHE_DIR": str(tmp_path / "empty-cache"),
+    }
     args = ["--images_folder", str(IMAGES_DIR), "--ref_image", "cat.png", "--quiet"]
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "similarity_analysis.py", *args],
@@ -145,9 +224,13 @@ print(sorted({m.split(".")[0] for m in sys.modules} & {"torch", "timm", "torchvi
 
 @pytest.mark.slow
 @exported_engines
-def test_the_api_with_a_cached_export_imports_neither_torch_nor_timm(engine: str, tmp_path: Path) -> None:
-    Embedder(Settings(engine=engine)).load()
-    env = {**os.environ, "IMGSIM_ENGINE": engine, "IMGSIM_DATA_DIR": str(tmp_path / "data")}
+def test_the_api_with_an_empty_model_cache_imports_neither_torch_nor_timm(engine: str, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "IMGSIM_ENGINE": engine,
+        "IMGSIM_DATA_DIR": str(tmp_path / "data"),
+        "IMGSIM_MODEL_CACHE_DIR": str(tmp_path / "empty-cache"),
+    }
     done = subprocess.run(
         [sys.executable, "-c", API_SCRIPT, str(IMAGES_DIR / "cat.png")],
         cwd=REPO_ROOT,
