@@ -31,13 +31,16 @@ from index.storage.lock import DataDirLock
 log = logging.getLogger("app")
 
 STARTUP_RETRY_AFTER_S = 5
+# A request's image waits at most this long for the decode budget before it is answered 503: waiting longer
+# would hold its worker thread while the decodes ahead of it finish.
+DECODE_WAIT_S = 5.0
 
 
 def open_index(settings: Settings, lock: DataDirLock | None = None) -> ImageIndex:
     """Load the model and open the store and vector index (seconds of blocking work)."""
     embedder = BatchingEmbedder(settings)
     # Opening first: a data directory that cannot be used is refused before the seconds of model loading.
-    index = ImageIndex(settings, embedder, lock=lock)
+    index = ImageIndex(settings, embedder, lock=lock, decode_wait_s=DECODE_WAIT_S)
     try:
         embedder.load()
     except BaseException:

@@ -29,6 +29,9 @@ def _comma_list(value: object) -> object:
 
 
 VectorStoreKind = Literal["faiss", "milvus"]
+# Defaults shared with `index.model.imaging`, which decodes with them when no settings are at hand.
+DECODE_MEMORY_BYTES = 1 << 30
+DECODE_TIMEOUT_S = 20.0
 
 
 class Settings(BaseSettings):
@@ -113,6 +116,16 @@ class Settings(BaseSettings):
     milvus_collection: str = Field(default="imgsim", description="Milvus collection holding the vectors.")
     milvus_index: Literal["FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX"] = Field(
         default="HNSW", description="Milvus index type (milvus-lite builds FLAT whatever this says)."
+    )
+
+    # Untrusted input: what one image or one connection may cost the server.
+    decode_memory_bytes: int = Field(
+        default=DECODE_MEMORY_BYTES,
+        ge=1,
+        description="Memory image decoding may hold at once (all requests together); an image needing more: 413.",
+    )
+    decode_timeout_s: float = Field(
+        default=DECODE_TIMEOUT_S, ge=0, description="Longest one image may take to decode (then 422); 0 = no limit."
     )
 
 

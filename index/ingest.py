@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from index.config import Settings
 from index.errors import ImgsimError, InvalidArgument
 from index.model.embedder import Embedder
+from index.model.imaging import DecodeBudget
 from index.model.registry import Prediction
 from index.pipeline import EmbeddedImage, ImageSource, ReadImage, embed_read, read_sources
 from index.storage.datadir import storage_errors
@@ -82,8 +83,10 @@ class Ingestor:
         vectors: VectorStore,
         write_lock: threading.Lock,
         workers: int,
+        decode_budget: DecodeBudget | None = None,
     ) -> None:
         self.settings = settings
+        self.decode_budget = decode_budget
         self.embedder = embedder
         self.store = store
         self.vectors = vectors
@@ -150,6 +153,7 @@ class Ingestor:
             self.workers,
             failed,
             cfg.device_decode,
+            self.decode_budget,
         )
         if strict:
             # All or nothing: every image is decoded and embedded (once) before the first one is stored.
@@ -306,6 +310,7 @@ class Ingestor:
             self.workers,
             lambda i, e: errors.append((i, e)),
             cfg.device_decode,
+            self.decode_budget,
         ):
             out.extend((e.decoded.sha256, e.embedding, e.predictions) for e in batch)
         raise_first(errors, read)

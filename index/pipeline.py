@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from index.errors import ImageDecodeError, ImageTooLarge, ImgsimError
 from index.model.embedder import Embedder
-from index.model.imaging import DecodedImage, decode_for_model, decode_jpegs_on_device, sha256_hex
+from index.model.imaging import DecodeBudget, DecodedImage, decode_for_model, decode_jpegs_on_device, sha256_hex
 from index.model.registry import Prediction
 
 if TYPE_CHECKING:
@@ -135,18 +135,23 @@ def decode_stream(
     workers: int,
     window: int,
     overlap: bool | Callable[[], bool] = True,
+    budget: DecodeBudget | None = None,
 ) -> Iterator[tuple[ReadImage, DecodeOutcome]]:
-    """Decode in a thread pool, yielding results in input order, at most `window` ahead of the consumer.
+    """Decode in a thread pool (each image within `budget`), yielding results in input order, at most `window`
+    ahead of the consumer.
 
     Without `overlap`, nothing is decoded while the consumer works: `window` items are decoded together,
     then handed over. A callable is asked again each time the window is full.
+
+    Raises:
+        DecodeBusy: the decode budget stayed taken for longer than its `wait_s`.
     """
     overlapping = overlap if callable(overlap) else lambda: overlap
     pre = embedder.preprocessing
 
     def decode(item: ReadImage) -> DecodeOutcome:
         try:
-            return decode_for_model(item.data, pre, max_pixels, sha256=item.sha256)
+            return decode_for_model(item.data, pre, max_pixels, sha256=item.sha256, budget=budget)
         except (ImageDecodeError, ImageTooLarge) as exc:
             return exc
 
@@ -214,8 +219,9 @@ def embed_read(
     workers: int,
     on_error: Callable[[ReadImage, ImgsimError], None],
     device_decode: bool = False,
+    budget: DecodeBudget | None = None,
 ) -> Iterator[list[EmbeddedImage]]:
-    """Decode and embed sources already read; failures go to `on_error` and the rest go on.
+    """Decode (within `budget`) and embed sources already read; failures go to `on_error` and the rest go on.
 
     With `device_decode` and a CUDA model, JPEGs are decoded, resized and cropped on the GPU (nvJPEG),
     a batch at a time, and their crops never pass through host memory.
@@ -236,7 +242,7 @@ def embed_read(
         # ahead meanwhile, on the cores it leaves idle; once loaded, overlap only where it pays.
         embedder.load_in_background()
     if device_decode and embedder.device.type == "cuda":
-        yield from embed_decoding_on_device(ok, embedder, max_pixels, batch_size, on_error)
+        yield from embed_decoding_on_device(ok, embedder, max_pixels, batch_size, on_error, budget)
         return
     if warming:
         window = max(2 * batch_size, WARMUP_DECODE_WINDOW)
@@ -249,7 +255,7 @@ def embed_read(
         window = 2 * batch_size if overlap else batch_size
 
     def decoded() -> Iterator[tuple[ReadImage, DecodedImage]]:
-        for item, outcome in decode_stream(ok, embedder, max_pixels, workers, window, overlap):
+        for item, outcome in decode_stream(ok, embedder, max_pixels, workers, window, overlap, budget):
             if isinstance(outcome, ImgsimError):
                 on_error(item, outcome)
             else:
@@ -264,6 +270,7 @@ def embed_decoding_on_device(
     max_pixels: int,
     batch_size: int,
     on_error: Callable[[ReadImage, ImgsimError], None],
+    budget: DecodeBudget | None = None,
 ) -> Iterator[list[EmbeddedImage]]:
     """`embed_read` with every JPEG decoded, resized and cropped by torchvision on the model's device."""
     pre, device = embedder.preprocessing, embedder.load().device
@@ -271,7 +278,7 @@ def embed_decoding_on_device(
     def decoded() -> Iterator[tuple[ReadImage, DecodedImage]]:
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
-            outcomes = decode_jpegs_on_device([(i.data, i.sha256) for i in chunk], pre, max_pixels, device)
+            outcomes = decode_jpegs_on_device([(i.data, i.sha256) for i in chunk], pre, max_pixels, device, budget)
             for item, outcome in zip(chunk, outcomes, strict=True):
                 if isinstance(outcome, ImgsimError):
                     on_error(item, outcome)

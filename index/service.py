@@ -24,6 +24,7 @@ from index.duplicates import DuplicateFinder, DuplicateReport, DuplicateSpace
 from index.errors import InvalidArgument, ModelMismatch, StorageError, UnknownReference
 from index.ingest import Ingestor, IngestResult, list_image_files
 from index.model.embedder import Embedder
+from index.model.imaging import DecodeBudget
 from index.model.registry import Prediction
 from index.pipeline import ImageSource, default_workers
 from index.rebuild import INDEX_FILE, build_vectors, choose_index_kind
@@ -62,8 +63,11 @@ class ImageIndex:
         *,
         check_model: bool = True,
         lock: DataDirLock | None = None,
+        decode_wait_s: float | None = None,
     ) -> None:
-        """Open the index, holding the data directory's writer lock (`lock`, or one taken here).
+        """Open the index, holding the data directory's writer lock (`lock`, or one taken here). Decodes share
+        one budget (`IMGSIM_DECODE_MEMORY_BYTES`); with `decode_wait_s`, a decode that waits that long for it
+        gives up (`DecodeBusy`).
 
         Raises:
             DataDirLocked: another process writes to the data directory.
@@ -76,7 +80,10 @@ class ImageIndex:
         try:
             remove_temporary_files(settings.data_dir)
             self.store = ImageStore(settings.data_dir, settings.database_url, settings.blob_url)
-            self.thumbnails = ThumbnailCache(settings.data_dir, max_pixels=settings.max_image_pixels)
+            self.decode_budget = DecodeBudget.from_settings(settings, wait_s=decode_wait_s)
+            self.thumbnails = ThumbnailCache(
+                settings.data_dir, max_pixels=settings.max_image_pixels, budget=self.decode_budget
+            )
         except BaseException:
             self._release_lock()
             raise
@@ -87,7 +94,9 @@ class ImageIndex:
             if check_model:
                 self._check_model()
             self.vectors = self._open_vectors()
-            self.ingestor = Ingestor(settings, self.embedder, self.store, self.vectors, self._write_lock, self.workers)
+            self.ingestor = Ingestor(
+                settings, self.embedder, self.store, self.vectors, self._write_lock, self.workers, self.decode_budget
+            )
             space = DuplicateSpace.of(self.embedder.embedding, self.vectors.meta.dim, self.embedder.spec.num_classes)
             self.searcher = Searcher(self.store, self.vectors, self.ingestor.embed, space)
             self._space = space

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from index.model.imaging import DecodeBudget
 from index.storage.thumbnails import THUMBNAIL_SIZE, make_thumbnail
 
 THUMBNAIL_DIR = "thumbnails"
@@ -15,10 +16,17 @@ THUMBNAIL_DIR = "thumbnails"
 class ThumbnailCache:
     """JPEG previews under `data_dir/thumbnails/<sha[:2]>/<sha>.jpg`, keyed by content like the blobs."""
 
-    def __init__(self, data_dir: Path, size: int = THUMBNAIL_SIZE, max_pixels: int = 200_000_000) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        size: int = THUMBNAIL_SIZE,
+        max_pixels: int = 200_000_000,
+        budget: DecodeBudget | None = None,
+    ) -> None:
         self.root = data_dir / THUMBNAIL_DIR
         self.size = size
         self.max_pixels = max_pixels
+        self.budget = budget
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}.jpg"
@@ -35,7 +43,7 @@ class ThumbnailCache:
             return path.read_bytes()
         except FileNotFoundError:
             pass
-        data = make_thumbnail(read_original(), self.size, self.max_pixels)
+        data = make_thumbnail(read_original(), self.size, self.max_pixels, self.budget)
         path.parent.mkdir(parents=True, exist_ok=True)
         # A unique temporary name, then a rename: readers never see half a file, concurrent makers both succeed.
         tmp = path.with_name(f".{sha256}.{uuid.uuid4().hex}.tmp")
