@@ -13,6 +13,7 @@ from app.errors import JsonServerErrors, install_error_handlers
 from app.lifecycle import close_index, lifespan, open_index
 from app.metrics import install_metrics
 from app.middleware import BodySizeLimit
+from app.origins import HostAllowList, SameOriginWrites
 from app.routes import compat, duplicates, images, inference, ingest, search, system
 from app.strict import reject_unknown_parameters
 from app.web.pages import install_pages
@@ -68,6 +69,9 @@ def create_app(settings: Settings | None = None, *, standalone: bool = False) ->
     for module in (system, inference, ingest, search, images, duplicates):
         app.include_router(module.router)
     app.include_router(compat.router)
+    # Before anything else: a request from a rebound name or another site's page goes no further.
+    app.add_middleware(SameOriginWrites, cors_origins=settings.cors_origins)
+    app.add_middleware(HostAllowList, allowed=settings.allowed_hosts)
     # Outermost, so that it also reshapes errors answered before routing (e.g. the body size limit).
     app.add_middleware(compat.MessageErrors)
     install_docs(app)

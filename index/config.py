@@ -81,7 +81,12 @@ class Settings(BaseSettings):
         default_factory=list, description="Origins allowed to call the API from a browser, comma-separated."
     )
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names the API answers to besides localhost and IP addresses, comma-separated; '*' = any.",
+    )
+
+    @field_validator("api_keys", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         return _comma_list(value)
