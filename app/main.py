@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.auth import ApiKeyAuth
+from app.auth import REDACT_KEYS, ApiKeyAuth, Keys, document_security
 from app.docs import install_docs
 from app.errors import JsonServerErrors, install_error_handlers
 from app.lifecycle import close_index, lifespan, open_index
 from app.metrics import install_metrics
 from app.middleware import BodySizeLimit
 from app.origins import HostAllowList, SameOriginWrites
-from app.routes import compat, duplicates, images, inference, ingest, search, system
+from app.routes import compat, duplicates, images, inference, ingest, search, session, system
 from app.strict import reject_unknown_parameters
 from app.web.pages import install_pages
 from index.config import Settings, get_settings
@@ -57,7 +58,8 @@ def create_app(settings: Settings | None = None, *, standalone: bool = False) ->
     # Added innermost first: a request passes CORS, then the JSON error net, then the key check, then the
     # body limit, before it reaches a route.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
-    app.add_middleware(ApiKeyAuth, keys=settings.key_scopes())
+    app.state.keys = Keys(settings.key_scopes())
+    app.add_middleware(ApiKeyAuth, keys=app.state.keys)
     app.add_middleware(JsonServerErrors)
     if settings.cors_origins:
         app.add_middleware(
@@ -66,7 +68,7 @@ def create_app(settings: Settings | None = None, *, standalone: bool = False) ->
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["X-API-Key", "Authorization", "Content-Type"],
         )
-    for module in (system, inference, ingest, search, images, duplicates):
+    for module in (system, inference, ingest, search, images, duplicates, session):
         app.include_router(module.router)
     app.include_router(compat.router)
     # Before anything else: a request from a rebound name or another site's page goes no further.
@@ -75,7 +77,10 @@ def create_app(settings: Settings | None = None, *, standalone: bool = False) ->
     # Outermost, so that it also reshapes errors answered before routing (e.g. the body size limit).
     app.add_middleware(compat.MessageErrors)
     install_docs(app)
+    document_security(app)
     install_pages(app)
+    # uvicorn logs each request line: a key someone put in a URL (refused above) is not written there.
+    logging.getLogger("uvicorn.access").addFilter(REDACT_KEYS)
     return app
 
 
