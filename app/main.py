@@ -13,7 +13,7 @@ from app.docs import install_docs
 from app.errors import JsonServerErrors, install_error_handlers
 from app.lifecycle import close_index, lifespan, open_index
 from app.metrics import install_metrics
-from app.middleware import BodySizeLimit
+from app.middleware import BodySizeLimit, SlowBodyGuard
 from app.origins import HostAllowList, SameOriginWrites
 from app.routes import compat, duplicates, images, inference, ingest, search, session, system
 from app.strict import reject_unknown_parameters
@@ -36,8 +36,16 @@ def create_app(settings: Settings | None = None, *, standalone: bool = False) ->
     `standalone`: the app is the whole process (`uvicorn app.main:app`): it answers `/health` at once while
     the model loads in the background, a failed start prints one line and exits, and the server's address is
     recorded beside the data directory's lock. Otherwise the lifespan returns once the index is open.
+
+    Raises:
+        InvalidSettings: IMGSIM_REQUIRE_KEYS without IMGSIM_API_KEYS.
     """
     settings = settings or get_settings()
+    if settings.require_keys and not settings.api_keys:
+        raise InvalidSettings(
+            "IMGSIM_REQUIRE_KEYS is set but IMGSIM_API_KEYS is empty: set keys, e.g. "
+            'IMGSIM_API_KEYS="$(openssl rand -hex 16):write"'
+        )
     # The docs pages are served from local files (app/docs.py), not FastAPI's CDN-based defaults.
     app = FastAPI(
         title="imgsim",
@@ -56,7 +64,8 @@ def create_app(settings: Settings | None = None, *, standalone: bool = False) ->
     install_error_handlers(app)
     install_metrics(app)
     # Added innermost first: a request passes CORS, then the JSON error net, then the key check, then the
-    # body limit, before it reaches a route.
+    # body limits (size, rate), before it reaches a route.
+    app.add_middleware(SlowBodyGuard, min_rate=settings.min_body_rate, grace_s=settings.header_timeout_s)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.state.keys = Keys(settings.key_scopes())
     app.add_middleware(ApiKeyAuth, keys=app.state.keys)
@@ -86,12 +95,11 @@ def create_app(settings: Settings | None = None, *, standalone: bool = False) ->
 
 def _standalone_app() -> FastAPI:
     try:
-        settings = load_settings()
+        return create_app(load_settings(), standalone=True)
     except InvalidSettings as exc:
         # Imported by uvicorn: one line and a non-zero exit instead of a pydantic traceback.
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
-    return create_app(settings, standalone=True)
 
 
 app = _standalone_app()

@@ -81,6 +81,7 @@ class Settings(BaseSettings):
         default_factory=list, description="Origins allowed to call the API from a browser, comma-separated."
     )
 
+    require_keys: bool = Field(default=False, description="Refuse to start without IMGSIM_API_KEYS.")
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Host names the API answers to besides localhost and IP addresses, comma-separated; '*' = any.",
@@ -131,6 +132,12 @@ class Settings(BaseSettings):
     )
     decode_timeout_s: float = Field(
         default=DECODE_TIMEOUT_S, ge=0, description="Longest one image may take to decode (then 422); 0 = no limit."
+    )
+    header_timeout_s: float = Field(
+        default=10.0, ge=0, description="A connection must send a complete request head within this; 0 = no limit."
+    )
+    min_body_rate: int = Field(
+        default=10_000, ge=0, description="Bytes per second a request body must average (after header_timeout_s)."
     )
 
 
