@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from client.report import RankReport, format_table, rank_csv, rank_json
+from client.report import RankReport, format_table, rank_csv, rank_json, terminal_text
 from index.config import Settings
 from index.errors import ImgsimError
 from index.startup import load_settings
@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: the images stored before Ctrl-C are kept", file=sys.stderr)
         return INTERRUPTED
     for file, why in report.skipped:
-        print(f"skipped {file}: {why}", file=sys.stderr)
+        print(f"skipped {terminal_text(file)}: {terminal_text(why)}", file=sys.stderr)
     if args.json:
         print(rank_json(shown))
     elif args.csv:

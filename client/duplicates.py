@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from client.cli import _fail, _settings, exit_now
 from client.local import PROGRESS_MIN_IMAGES
-from client.report import FileCopy, FileGroup, duplicates_csv, duplicates_json, format_duplicates
+from client.report import FileCopy, FileGroup, duplicates_csv, duplicates_json, format_duplicates, terminal_text
 from index.duplicates import DuplicateReport
 from index.errors import ImgsimError, InvalidArgument
 from index.ingest import list_image_files
@@ -121,7 +121,7 @@ def find_duplicates(args: argparse.Namespace) -> tuple[float, list[FileGroup]]:
             results = index.ingest(ImageSource.from_paths(files), progress=bar.update)
         for r in results:
             if r.status == "error":
-                print(f"skipped {r.name}: {r.error}", file=sys.stderr)
+                print(f"skipped {terminal_text(r.name)}: {terminal_text(str(r.error))}", file=sys.stderr)
         ids = {Path(f): r.id for f, r in zip(files, results, strict=True) if r.id is not None}
         report = index.duplicate_groups(args.level, args.threshold, among=set(ids.values()))
     return report.threshold, file_groups(report, ids)
@@ -157,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:
             return _fail(f"moving failed: {exc}")
         for source, target in moved:
-            print(f"moved {source} -> {target}", file=sys.stderr if args.json or args.csv else sys.stdout)
+            shown = f"moved {terminal_text(str(source))} -> {terminal_text(str(target))}"
+            print(shown, file=sys.stderr if args.json or args.csv else sys.stdout)
     return 0
 
 

@@ -9,8 +9,9 @@ decides what is new, keeps results in the order of the sources, and writes under
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -55,8 +56,26 @@ def list_image_files(folder: Path, recursive: bool = False) -> list[Path]:
     """
     if not folder.is_dir():
         raise InvalidArgument(f"images folder not found: {folder}")
-    found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    found = _walk(folder) if recursive else folder.iterdir()
+    return sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    """Everything under `folder`, depth first with a stack of its own (Path.rglob recurses, and a folder a
+    thousand levels deep exceeds Python's recursion limit). Like rglob, symlinked folders are not entered
+    and folders that cannot be read are passed over."""
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    path = current / entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(path)
+                    yield path
+        except (PermissionError, FileNotFoundError, NotADirectoryError):
+            continue
 
 
 def raise_first(errors: Sequence[tuple[ReadImage, ImgsimError]], read: Sequence[ReadImage]) -> None:
