@@ -13,7 +13,7 @@ from app.docs import install_docs
 from app.errors import JsonServerErrors, install_error_handlers
 from app.lifecycle import close_index, lifespan, open_index
 from app.metrics import install_metrics
-from app.middleware import BodySizeLimit, SlowBodyGuard
+from app.middleware import BodySizeLimit, NoSniff, SlowBodyGuard
 from app.origins import HostAllowList, SameOriginWrites
 from app.routes import compat, duplicates, images, inference, ingest, search, session, system
 from app.strict import reject_unknown_parameters
@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None, *, standalone: bool = False) ->
     app.add_middleware(HostAllowList, allowed=settings.allowed_hosts)
     # Outermost, so that it also reshapes errors answered before routing (e.g. the body size limit).
     app.add_middleware(compat.MessageErrors)
+    app.add_middleware(NoSniff)
     install_docs(app)
     document_security(app)
     install_pages(app)

@@ -113,6 +113,26 @@ class SlowBodyGuard:
             await send_error(send, 408, exc.detail, [(b"connection", b"close")])
 
 
+class NoSniff:
+    """Every response says `X-Content-Type-Options: nosniff`: a browser takes each body as the type it is
+    served with (a stored image as an image, never as a page it guessed from the bytes)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"x-content-type-options", b"nosniff")]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
 class ResponseStarted:
     """An ASGI `send` that notes whether the response has started (after that, an error can no longer be
     answered with a response of its own)."""
