@@ -331,7 +331,12 @@ class ImageIndex:
         """A small JPEG of a stored image, made once and kept (see `ThumbnailCache`). Raises: UnknownReference."""
         info = self.get(image_id)
         try:
-            return info, self.thumbnails.get(info.sha256, lambda: self.store.read_blob(info.sha256))
+            thumbnail = self.thumbnails.get(
+                info.sha256,
+                lambda: self.store.read_blob(info.sha256),
+                still_stored=lambda: bool(self.store.ids_by_sha([info.sha256])),
+            )
+            return info, thumbnail
         except FileNotFoundError as exc:
             raise UnknownReference(f"the bytes of image {image_id} are not kept") from exc
 
