@@ -16,8 +16,11 @@ from index.errors import (
     BackendUnavailable,
     DataDirDamaged,
     DataDirLocked,
+    DecodeBudgetExceeded,
+    DecodeBusy,
     ImageDecodeError,
     ImageInTrash,
+    ImageTooComplex,
     ImageTooLarge,
     ImgsimError,
     InvalidArgument,
@@ -36,9 +39,13 @@ from index.storage.datadir import is_storage_error, storage_message
 STATUS_BY_ERROR: dict[type[ImgsimError], int] = {
     UnsupportedImageFormat: 415,
     ImageDecodeError: 422,
+    # Too many scans, or a decode past its time budget: the image is readable but refused, and says why.
+    ImageTooComplex: 422,
     # Too many pixels is refused before decoding, like a body that is too large: the remedy is the same
-    # (send a smaller image), so it shares 413 with the body limit; `detail` says which limit was hit.
+    # (send a smaller image), so it shares 413 with the body limit; `detail` says which limit was hit. So
+    # does an image whose decode would need more memory than the whole decode budget (`detail` gives both).
     ImageTooLarge: 413,
+    DecodeBudgetExceeded: 413,
     InvalidArgument: 422,
     UnknownReference: 404,
     # In the trash where a live image is wanted, or not in it where a trashed one is: the image asked for is
@@ -52,8 +59,10 @@ STATUS_BY_ERROR: dict[type[ImgsimError], int] = {
     WeightsNotFound: 503,
     DataDirLocked: 503,
     DataDirDamaged: 503,
-    # The model is busy (queue full, or the request's deadline passed): retry after `RETRY_AFTER_S`.
+    # The model is busy (queue full, or the request's deadline passed), or other decodes hold the decode
+    # budget: retry after `RETRY_AFTER_S`.
     Overloaded: 503,
+    DecodeBusy: 503,
     # The disk is full or failing: nothing was stored, reads still work.
     StorageError: 507,
     BackendUnavailable: 503,
@@ -82,9 +91,9 @@ _DESCRIPTIONS = {
     400: "Malformed request (e.g. a multipart body that cannot be parsed)",
     404: "Unknown image, reference or decision (or, where only a live image will do, one in the trash)",
     409: "The reference names several images",
-    413: "Request body too large, or the image has too many pixels",
+    413: "Request body too large, or the image has too many pixels or would need too much memory to decode",
     415: "Unsupported image format",
-    422: "Invalid argument, or not a readable image",
+    422: "Invalid argument, not a readable image, or one too costly to decode (scans, time)",
     503: "Not ready yet, or too busy: retry after the `Retry-After` seconds",
     507: "The disk is full or failing: nothing was stored",
 }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import sys
@@ -31,13 +32,16 @@ from index.storage.lock import DataDirLock
 log = logging.getLogger("app")
 
 STARTUP_RETRY_AFTER_S = 5
+# A request's image waits at most this long for the decode budget before it is answered 503: waiting longer
+# would hold its worker thread while the decodes ahead of it finish.
+DECODE_WAIT_S = 5.0
 
 
 def open_index(settings: Settings, lock: DataDirLock | None = None) -> ImageIndex:
     """Load the model and open the store and vector index (seconds of blocking work)."""
     embedder = BatchingEmbedder(settings)
     # Opening first: a data directory that cannot be used is refused before the seconds of model loading.
-    index = ImageIndex(settings, embedder, lock=lock)
+    index = ImageIndex(settings, embedder, lock=lock, decode_wait_s=DECODE_WAIT_S)
     try:
         embedder.load()
     except BaseException:
@@ -53,10 +57,11 @@ def close_index(index: ImageIndex) -> None:
     index.close()
 
 
-def server_url(argv: list[str] | None = None) -> str | None:
-    """The address a `uvicorn app.main:app` process listens on, from its command line (None when unknown)."""
+def listen_address(argv: list[str] | None = None) -> tuple[str, str] | None:
+    """(host, port) a `uvicorn app.main:app` or `python -m app.serve` process listens on, from its command line
+    (None when unknown, or on a Unix socket or an inherited descriptor)."""
     argv = sys.argv if argv is None else argv
-    if not argv or "uvicorn" not in argv[0]:
+    if not argv or not ("uvicorn" in argv[0] or argv[0].endswith(os.path.join("app", "serve.py"))):
         return None
     options = {"--host": os.environ.get("UVICORN_HOST", "127.0.0.1"), "--port": os.environ.get("UVICORN_PORT", "8000")}
     for n, arg in enumerate(argv):
@@ -65,12 +70,46 @@ def server_url(argv: list[str] | None = None) -> str | None:
         name, eq, value = arg.partition("=")
         if name in options:
             options[name] = value if eq else (argv[n + 1] if n + 1 < len(argv) else options[name])
-    host = options["--host"]
+    return options["--host"], options["--port"]
+
+
+def server_url(argv: list[str] | None = None) -> str | None:
+    """The address a server process listens on, as a URL to reach it from this machine (None when unknown)."""
+    address = listen_address(argv)
+    if address is None:
+        return None
+    host, port = address
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     elif ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{options['--port']}"
+    return f"http://{host}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def open_network_warning(settings: Settings, argv: list[str] | None = None) -> str | None:
+    """The warning for a server listening beyond this machine without API keys (None when that is not so)."""
+    address = listen_address(argv)
+    if settings.api_keys or address is None or is_loopback(address[0]):
+        return None
+    host, port = address
+    rule = "!" * 100
+    return (
+        f"{rule}\n"
+        f"WARNING: imgsim listens on {host}:{port} with no API keys: anyone who can reach this address can read,\n"
+        "add and delete images. Set keys before exposing it, for example:\n"
+        '    IMGSIM_API_KEYS="$(openssl rand -hex 16):write"\n'
+        "and IMGSIM_REQUIRE_KEYS=true to refuse to start without them (see the README, Security).\n"
+        f"{rule}"
+    )
 
 
 def log_to_stderr() -> None:
@@ -147,6 +186,9 @@ async def _save_periodically(app: FastAPI, interval_s: float) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     url = app.state.url = server_url() if app.state.standalone else None
+    if app.state.standalone and (warning := open_network_warning(settings)):
+        print(warning, file=sys.stderr, flush=True)
+        log.warning("the API is open to the network: no IMGSIM_API_KEYS")
     try:
         lock = DataDirLock(settings.data_dir, role="api", url=url)
     except (ImgsimError, OSError) as exc:

@@ -1,9 +1,12 @@
-"""A request body limit enforced while the body streams in, before anything is buffered; and the two ASGI
-pieces every middleware here shares: a JSON error answer, and knowing whether a response has started."""
+"""A request body limit enforced while the body streams in, before anything is buffered; a minimum rate for
+the body; and the two ASGI pieces every middleware here shares: a JSON error answer, and knowing whether a
+response has started."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Sequence
 
 from starlette.exceptions import HTTPException
@@ -57,6 +60,77 @@ class BodySizeLimit:
             if tracked.started:
                 raise
             await send_error(send, 413, exc.detail)
+
+
+class BodyTooSlow(HTTPException):
+    def __init__(self, rate: int, grace_s: float) -> None:
+        super().__init__(
+            408,
+            f"the request body arrived slower than {rate} bytes per second after the first {grace_s:g} s "
+            "(IMGSIM_MIN_BODY_RATE); the connection is closed",
+        )
+
+
+class SlowBodyGuard:
+    """Cuts a request body that trickles in: after `grace_s` of waiting for it, the body must keep arriving at
+    `min_rate` bytes per second on average (only the time spent waiting for the client counts), or the client
+    gets 408 and the connection is closed. One such client would otherwise hold its connection, and the
+    request's task, for as long as it pleases."""
+
+    def __init__(self, app: ASGIApp, min_rate: int, grace_s: float) -> None:
+        self.app = app
+        self.min_rate = min_rate
+        self.grace_s = grace_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.min_rate:
+            await self.app(scope, receive, send)
+            return
+        received, waited, complete = 0, 0.0, False
+        tracked = ResponseStarted(send)
+
+        async def guarded_receive() -> Message:
+            nonlocal received, waited, complete
+            if complete:  # after the body only a disconnect can come, whenever it comes
+                return await receive()
+            allowed = self.grace_s + received / self.min_rate - waited
+            started = time.monotonic()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(allowed, 0.001))
+            except TimeoutError:
+                raise BodyTooSlow(self.min_rate, self.grace_s) from None
+            waited += time.monotonic() - started
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
+            return message
+
+        try:
+            await self.app(scope, guarded_receive, tracked)
+        except BodyTooSlow as exc:
+            if tracked.started:
+                raise
+            await send_error(send, 408, exc.detail, [(b"connection", b"close")])
+
+
+class NoSniff:
+    """Every response says `X-Content-Type-Options: nosniff`: a browser takes each body as the type it is
+    served with (a stored image as an image, never as a page it guessed from the bytes)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"x-content-type-options", b"nosniff")]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
 
 
 class ResponseStarted:

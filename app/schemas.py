@@ -295,10 +295,14 @@ class StatsOut(BaseModel):
         default=0, description="Images in the trash longer than this are deleted for good at start; 0 = never"
     )
     limits: LimitsOut = Field(description="Request limits")
+    access: Literal["keys", "open"] = Field(
+        description="'keys': every request needs an API key; 'open': no IMGSIM_API_KEYS, anyone who can reach "
+        "the server may read, add and delete images"
+    )
 
     @classmethod
-    def of(cls, stats: IndexStats, limits: LimitsOut) -> StatsOut:
-        return cls.model_validate({**asdict(stats), "limits": limits})
+    def of(cls, stats: IndexStats, limits: LimitsOut, access: Literal["keys", "open"]) -> StatsOut:
+        return cls.model_validate({**asdict(stats), "limits": limits, "access": access})
 
 
 class HealthOut(BaseModel):

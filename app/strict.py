@@ -17,10 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from app.auth import API_KEY_QUERY
-
-# Parameters every route accepts without declaring them.
-ALWAYS_ALLOWED_QUERY = frozenset({API_KEY_QUERY})
+# Parameters every route accepts without declaring them (none: keys are never taken from the query string).
+ALWAYS_ALLOWED_QUERY: frozenset[str] = frozenset()
 
 
 def _dependants(root: Dependant) -> Iterator[Dependant]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from client.progress import show_model_preparation
-from client.report import RankReport, format_table, rank_csv, rank_json
+from client.report import RankReport, format_table, rank_csv, rank_json, terminal_text
 from index import __version__
 from index.config import Settings
 from index.errors import ImgsimError
@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: the images stored before Ctrl-C are kept", file=sys.stderr)
         return INTERRUPTED
     for file, why in report.skipped:
-        print(f"skipped {file}: {why}", file=sys.stderr)
+        print(f"skipped {terminal_text(file)}: {terminal_text(why)}", file=sys.stderr)
     if args.json:
         print(rank_json(shown))
     elif args.csv:

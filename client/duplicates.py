@@ -24,6 +24,7 @@ from client.report import (
     duplicates_csv,
     duplicates_json,
     format_duplicates,
+    terminal_text,
 )
 from index.duplicates import LEVEL_MEANINGS, DuplicateReport, group_is_copies, group_reason
 from index.errors import ImgsimError, InvalidArgument
@@ -154,7 +155,7 @@ def find_duplicates(args: argparse.Namespace) -> tuple[DuplicatesHeader, list[Fi
             results = index.ingest(ImageSource.from_paths(files), progress=bar.update)
         for r in results:
             if r.status == "error":
-                print(f"skipped {r.name}: {r.error}", file=sys.stderr)
+                print(f"skipped {terminal_text(r.name)}: {terminal_text(str(r.error))}", file=sys.stderr)
         stored = {Path(f): r for f, r in zip(files, results, strict=True) if r.id is not None}
         report = index.duplicate_groups(args.level, args.threshold, among={r.id for r in stored.values() if r.id})
     header = DuplicatesHeader(report.level, report.threshold, describe(report.level, report.threshold))
@@ -189,10 +190,10 @@ def move_found(groups: Sequence[FileGroup], folder: Path, target: Path, out: Tex
     """
 
     def moved(m: Move) -> None:
-        print(f"moved {m.source} -> {m.target}", file=out, flush=True)
+        print(f"moved {terminal_text(str(m.source))} -> {terminal_text(str(m.target))}", file=out, flush=True)
 
     def left(f: LeftFile) -> None:
-        print(f"left {f.path}: {f.reason}", file=sys.stderr, flush=True)
+        print(f"left {terminal_text(str(f.path))}: {terminal_text(f.reason)}", file=sys.stderr, flush=True)
 
     report = move_duplicates(groups, folder, target, on_move=moved, on_left=left)
     if report.manifest is None:
@@ -225,7 +226,7 @@ def undo(manifest: Path) -> int:
     """
 
     def restored(m: Move) -> None:
-        print(f"restored {m.target} -> {m.source}", flush=True)
+        print(f"restored {terminal_text(str(m.target))} -> {terminal_text(str(m.source))}", flush=True)
 
     try:
         report = undo_moves(manifest, on_restore=restored)
@@ -233,7 +234,7 @@ def undo(manifest: Path) -> int:
         print(f"interrupted: --undo {manifest} again finishes the job", file=sys.stderr)
         return INTERRUPTED
     for f in report.left:
-        print(f"left {f.path}: {f.reason}", file=sys.stderr)
+        print(f"left {terminal_text(str(f.path))}: {terminal_text(f.reason)}", file=sys.stderr)
     print(
         f"{len(report.restored)} restored, {report.already} already back, {len(report.left)} left; "
         f"manifest {manifest} {'not ' if report.saved else ''}updated"

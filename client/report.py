@@ -5,12 +5,28 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass, field
 
 from index.model.registry import Prediction
 
 # Predictions below this probability are noise to a reader: never printed.
 MIN_PRINTED_SCORE = 0.01
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# Control characters (C0, DEL, C1) and bidirectional overrides: in a file name they could move the
+# terminal's cursor, recolour or rewrite what is shown, or reorder it.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def csv_text(value: str) -> str:
+    """A text cell a spreadsheet shows as text: one starting like a formula gets a leading `'`."""
+    return f"'{value}" if value.startswith(_FORMULA_START) else value
+
+
+def terminal_text(value: str) -> str:
+    """A name as it may be printed to a terminal: control characters shown as escapes (`\\x1b`), not sent."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), value)
 
 
 @dataclass(frozen=True)
@@ -50,14 +66,14 @@ def format_table(report: RankReport) -> str:
     rows = [
         (
             str(n),
-            r.file,
+            terminal_text(r.file),
             f"{r.score:.4f}",
             shown_predictions(r.predictions),
         )
         for n, r in enumerate(report.rows, start=1)
     ]
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
-    head = f"Reference: {report.reference}   metric: {report.metric}"
+    head = f"Reference: {terminal_text(report.reference)}   metric: {report.metric}"
     if report.reference_predictions:
         head += f"   predicted: {shown_predictions(report.reference_predictions, 3)}"
     lines = [head]
@@ -104,7 +120,8 @@ def rank_csv(report: RankReport) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["rank", "file", "path", report.metric, "predictions", "reference"])
     for n, r in enumerate(report.rows, start=1):
-        writer.writerow([n, r.file, r.path, f"{r.score:.6f}", shown_predictions(r.predictions, 5), report.reference])
+        texts = [csv_text(t) for t in (r.file, r.path, shown_predictions(r.predictions, 5), report.reference)]
+        writer.writerow([n, *texts[:2], f"{r.score:.6f}", *texts[2:]])
     return out.getvalue()
 
 
@@ -177,7 +194,8 @@ def duplicates_csv(groups: list[FileGroup]) -> str:
     writer.writerow(["group", "keep", "id", "filename", "path", "similarity", "evidence"])
     for n, g in enumerate(groups, start=1):
         for f in g.files:
-            writer.writerow([n, int(f.kept), f.id, f.filename, f.path, f"{f.similarity:.6f}", f.evidence])
+            row = [n, int(f.kept), f.id, csv_text(f.filename), csv_text(f.path), f"{f.similarity:.6f}", f.evidence]
+            writer.writerow(row)
     return out.getvalue()
 
 
@@ -190,7 +208,8 @@ def format_duplicates(header: DuplicatesHeader, groups: list[FileGroup]) -> str:
         lines.append(
             f"\ngroup {n}: {len(g.files)} files; {g.reason}" if g.reason else f"\ngroup {n}: {len(g.files)} files"
         )
-        width = max(len(f.path) for f in g.files)
-        for f in g.files:
-            lines.append(f"  {'keep' if f.kept else '    '}  {f.path.ljust(width)}  {f.similarity:.4f}")
+        paths = [terminal_text(f.path) for f in g.files]
+        width = max(len(p) for p in paths)
+        for f, path in zip(g.files, paths, strict=True):
+            lines.append(f"  {'keep' if f.kept else '    '}  {path.ljust(width)}  {f.similarity:.4f}")
     return "\n".join(lines)

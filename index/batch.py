@@ -25,6 +25,7 @@ from index.config import Settings
 from index.errors import ImgsimError, InvalidArgument
 from index.ingest import list_image_files
 from index.model.embedder import Embedder
+from index.model.imaging import DecodeBudget
 from index.model.registry import Prediction
 from index.pipeline import ImageSource, ReadImage, embed_read, read_sources
 from index.service import ImageIndex
@@ -89,7 +90,13 @@ class EmbedActor:
             elif r.sha256 in stored:
                 rows.append(_row(r.source, r.sha256, status="exists"))
         for embedded in embed_read(
-            fresh, self.embedder, cfg.max_image_pixels, cfg.batch_size, 1, lambda i, e: errors.append((i, e))
+            fresh,
+            self.embedder,
+            cfg.max_image_pixels,
+            cfg.batch_size,
+            1,
+            lambda i, e: errors.append((i, e)),
+            budget=DecodeBudget.from_settings(cfg),
         ):
             for e in embedded:
                 rows.append(

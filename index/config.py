@@ -29,6 +29,9 @@ def _comma_list(value: object) -> object:
 
 
 VectorStoreKind = Literal["faiss", "milvus"]
+# Defaults shared with `index.model.imaging`, which decodes with them when no settings are at hand.
+DECODE_MEMORY_BYTES = 1 << 30
+DECODE_TIMEOUT_S = 20.0
 
 
 class Settings(BaseSettings):
@@ -83,7 +86,13 @@ class Settings(BaseSettings):
         default_factory=list, description="Origins allowed to call the API from a browser, comma-separated."
     )
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    require_keys: bool = Field(default=False, description="Refuse to start without IMGSIM_API_KEYS.")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names the API answers to besides localhost and IP addresses, comma-separated; '*' = any.",
+    )
+
+    @field_validator("api_keys", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         return _comma_list(value)
@@ -118,6 +127,22 @@ class Settings(BaseSettings):
     milvus_collection: str = Field(default="imgsim", description="Milvus collection holding the vectors.")
     milvus_index: Literal["FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX"] = Field(
         default="HNSW", description="Milvus index type (milvus-lite builds FLAT whatever this says)."
+    )
+
+    # Untrusted input: what one image or one connection may cost the server.
+    decode_memory_bytes: int = Field(
+        default=DECODE_MEMORY_BYTES,
+        ge=1,
+        description="Memory image decoding may hold at once (all requests together); an image needing more: 413.",
+    )
+    decode_timeout_s: float = Field(
+        default=DECODE_TIMEOUT_S, ge=0, description="Longest one image may take to decode (then 422); 0 = no limit."
+    )
+    header_timeout_s: float = Field(
+        default=10.0, ge=0, description="A connection must send a complete request head within this; 0 = no limit."
+    )
+    min_body_rate: int = Field(
+        default=10_000, ge=0, description="Bytes per second a request body must average (after header_timeout_s)."
     )
 
 

@@ -15,8 +15,17 @@ class UnsupportedImageFormat(ImageDecodeError):
     """The bytes are an image in a format this service does not accept."""
 
 
+class ImageTooComplex(ImageDecodeError):
+    """The image would take too long to decode: a progressive JPEG with more scans than any encoder writes,
+    or a decode that ran past its time budget."""
+
+
 class ImageTooLarge(ImgsimError):
     """The image has more pixels than the configured limit."""
+
+
+class DecodeBudgetExceeded(ImageTooLarge):
+    """Decoding the image would need more memory than the decode budget holds in all."""
 
 
 class UnknownReference(ImgsimError):
@@ -73,6 +82,10 @@ class Overloaded(ImgsimError):
 
 class DeadlineExceeded(Overloaded):
     """The work waited longer than the per-request deadline."""
+
+
+class DecodeBusy(Overloaded):
+    """Other decodes hold the decode budget; the caller should retry a little later."""
 
 
 class BackendUnavailable(ImgsimError):

@@ -10,8 +10,9 @@ decides what is new, keeps results in the order of the sources, and writes under
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -22,6 +23,7 @@ from numpy.typing import NDArray
 from index.config import Settings
 from index.errors import ImgsimError, InvalidArgument
 from index.model.embedder import Embedder
+from index.model.imaging import DecodeBudget
 from index.model.registry import Prediction
 from index.pipeline import EmbeddedImage, ImageSource, ReadImage, embed_read, read_sources
 from index.storage.datadir import storage_errors
@@ -57,8 +59,26 @@ def list_image_files(folder: Path, recursive: bool = False) -> list[Path]:
     """
     if not folder.is_dir():
         raise InvalidArgument(f"images folder not found: {folder}")
-    found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    found = _walk(folder) if recursive else folder.iterdir()
+    return sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    """Everything under `folder`, depth first with a stack of its own (Path.rglob recurses, and a folder a
+    thousand levels deep exceeds Python's recursion limit). Like rglob, symlinked folders are not entered
+    and folders that cannot be read are passed over."""
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    path = current / entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(path)
+                    yield path
+        except (PermissionError, FileNotFoundError, NotADirectoryError):
+            continue
 
 
 def raise_first(errors: Sequence[tuple[ReadImage, ImgsimError]], read: Sequence[ReadImage]) -> None:
@@ -86,8 +106,10 @@ class Ingestor:
         write_lock: threading.Lock,
         workers: int,
         trash: Trash,
+        decode_budget: DecodeBudget | None = None,
     ) -> None:
         self.settings = settings
+        self.decode_budget = decode_budget
         self.embedder = embedder
         self.store = store
         self.vectors = vectors
@@ -156,6 +178,7 @@ class Ingestor:
             self.workers,
             failed,
             cfg.device_decode,
+            self.decode_budget,
         )
         if strict:
             # All or nothing: every image is decoded and embedded (once) before the first one is stored.
@@ -316,6 +339,7 @@ class Ingestor:
             self.workers,
             lambda i, e: errors.append((i, e)),
             cfg.device_decode,
+            self.decode_budget,
         ):
             out.extend((e.decoded.sha256, e.embedding, e.predictions) for e in batch)
         raise_first(errors, read)

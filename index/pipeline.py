@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from index.errors import ImageDecodeError, ImageTooLarge, ImgsimError
 from index.model.embedder import Embedder
-from index.model.imaging import DecodedImage, decode_for_model, decode_jpegs_on_device, sha256_hex
+from index.model.imaging import DecodeBudget, DecodedImage, decode_for_model, decode_jpegs_on_device, sha256_hex
 from index.model.registry import Prediction
 
 if TYPE_CHECKING:
@@ -136,19 +136,24 @@ def decode_stream(
     window: int,
     overlap: bool | Callable[[], bool] = True,
     on_decoded: Callable[[], None] | None = None,
+    budget: DecodeBudget | None = None,
 ) -> Iterator[tuple[ReadImage, DecodeOutcome]]:
-    """Decode in a thread pool, yielding results in input order, at most `window` ahead of the consumer.
+    """Decode in a thread pool (each image within `budget`), yielding results in input order, at most `window`
+    ahead of the consumer.
 
     Without `overlap`, nothing is decoded while the consumer works: `window` items are decoded together,
     then handed over. A callable is asked again each time the window is full. `on_decoded` is called on a
     decode thread after each image that decodes, in whatever order they finish.
+
+    Raises:
+        DecodeBusy: the decode budget stayed taken for longer than its `wait_s`.
     """
     overlapping = overlap if callable(overlap) else lambda: overlap
     pre = embedder.preprocessing
 
     def decode(item: ReadImage) -> DecodeOutcome:
         try:
-            decoded = decode_for_model(item.data, pre, max_pixels, sha256=item.sha256)
+            decoded = decode_for_model(item.data, pre, max_pixels, sha256=item.sha256, budget=budget)
         except (ImageDecodeError, ImageTooLarge) as exc:
             return exc
         if on_decoded is not None:
@@ -219,8 +224,9 @@ def embed_read(
     workers: int,
     on_error: Callable[[ReadImage, ImgsimError], None],
     device_decode: bool = False,
+    budget: DecodeBudget | None = None,
 ) -> Iterator[list[EmbeddedImage]]:
-    """Decode and embed sources already read; failures go to `on_error` and the rest go on.
+    """Decode (within `budget`) and embed sources already read; failures go to `on_error` and the rest go on.
 
     With `device_decode` and a CUDA model, JPEGs are decoded, resized and cropped on the GPU (nvJPEG),
     a batch at a time, and their crops never pass through host memory.
@@ -234,7 +240,7 @@ def embed_read(
     if not ok:
         return  # nothing to decode: the model (and torch) is never loaded
     if device_decode and embedder.device.type == "cuda":
-        yield from embed_decoding_on_device(ok, embedder, max_pixels, batch_size, on_error)
+        yield from embed_decoding_on_device(ok, embedder, max_pixels, batch_size, on_error, budget)
         return
 
     overlap: bool | Callable[[], bool]
@@ -255,7 +261,7 @@ def embed_read(
         window = 2 * batch_size if overlap else batch_size
 
     def decoded() -> Iterator[tuple[ReadImage, DecodedImage]]:
-        for item, outcome in decode_stream(ok, embedder, max_pixels, workers, window, overlap, on_decoded):
+        for item, outcome in decode_stream(ok, embedder, max_pixels, workers, window, overlap, on_decoded, budget):
             if isinstance(outcome, ImgsimError):
                 on_error(item, outcome)
             else:
@@ -270,6 +276,7 @@ def embed_decoding_on_device(
     max_pixels: int,
     batch_size: int,
     on_error: Callable[[ReadImage, ImgsimError], None],
+    budget: DecodeBudget | None = None,
 ) -> Iterator[list[EmbeddedImage]]:
     """`embed_read` with every JPEG decoded, resized and cropped by torchvision on the model's device."""
     pre, device = embedder.preprocessing, embedder.load().device
@@ -277,7 +284,7 @@ def embed_decoding_on_device(
     def decoded() -> Iterator[tuple[ReadImage, DecodedImage]]:
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
-            outcomes = decode_jpegs_on_device([(i.data, i.sha256) for i in chunk], pre, max_pixels, device)
+            outcomes = decode_jpegs_on_device([(i.data, i.sha256) for i in chunk], pre, max_pixels, device, budget)
             for item, outcome in zip(chunk, outcomes, strict=True):
                 if isinstance(outcome, ImgsimError):
                     on_error(item, outcome)

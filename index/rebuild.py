@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 from index.config import Settings
 from index.errors import ImageDecodeError, ImgsimError, InvalidArgument
 from index.model.embedder import Embedder
+from index.model.imaging import DecodeBudget
 from index.model.registry import Prediction
 from index.pipeline import ImageSource, ReadImage, embed_read, read_sources
 from index.storage.datadir import storage_errors
@@ -135,7 +136,14 @@ def _reembed(
 
         read = read_sources(sources, 1)
         for batch in embed_read(
-            read, embedder, settings.max_image_pixels, settings.batch_size, 1, on_error, settings.device_decode
+            read,
+            embedder,
+            settings.max_image_pixels,
+            settings.batch_size,
+            1,
+            on_error,
+            settings.device_decode,
+            DecodeBudget.from_settings(settings),
         ):
             updates.extend((ids[e.decoded.sha256], e.embedding, e.predictions) for e in batch)
         if progress:

@@ -27,6 +27,7 @@ from index.duplicates.verifier import PairVerifier
 from index.errors import ImageInTrash, InvalidArgument, ModelMismatch, StorageError, UnknownReference
 from index.ingest import Ingestor, IngestResult, list_image_files
 from index.model.embedder import Embedder
+from index.model.imaging import DecodeBudget
 from index.model.registry import Prediction
 from index.pipeline import ImageSource, default_workers
 from index.rebuild import INDEX_FILE, build_vectors, choose_index_kind
@@ -68,8 +69,11 @@ class ImageIndex:
         *,
         check_model: bool = True,
         lock: DataDirLock | None = None,
+        decode_wait_s: float | None = None,
     ) -> None:
-        """Open the index, holding the data directory's writer lock (`lock`, or one taken here).
+        """Open the index, holding the data directory's writer lock (`lock`, or one taken here). Decodes share
+        one budget (`IMGSIM_DECODE_MEMORY_BYTES`); with `decode_wait_s`, a decode that waits that long for it
+        gives up (`DecodeBusy`).
 
         Raises:
             DataDirLocked: another process writes to the data directory.
@@ -82,7 +86,10 @@ class ImageIndex:
         try:
             remove_temporary_files(settings.data_dir)
             self.store = ImageStore(settings.data_dir, settings.database_url, settings.blob_url)
-            self.thumbnails = ThumbnailCache(settings.data_dir, max_pixels=settings.max_image_pixels)
+            self.decode_budget = DecodeBudget.from_settings(settings, wait_s=decode_wait_s)
+            self.thumbnails = ThumbnailCache(
+                settings.data_dir, max_pixels=settings.max_image_pixels, budget=self.decode_budget
+            )
         except BaseException:
             self._release_lock()
             raise
@@ -96,7 +103,14 @@ class ImageIndex:
             self.trash = Trash(self.store, self.vectors, self.thumbnails, self._write_lock)
             self._purge_expired()
             self.ingestor = Ingestor(
-                settings, self.embedder, self.store, self.vectors, self._write_lock, self.workers, self.trash
+                settings,
+                self.embedder,
+                self.store,
+                self.vectors,
+                self._write_lock,
+                self.workers,
+                self.trash,
+                self.decode_budget,
             )
             space = DuplicateSpace.of(self.embedder.embedding, self.vectors.meta.dim, self.embedder.spec.num_classes)
             self.verifier = PairVerifier(self.store.read_blob, workers=self.workers)

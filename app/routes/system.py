@@ -37,7 +37,8 @@ async def ready(request: Request, response: Response) -> ReadyOut:
 
 @router.get("/stats")
 async def stats(index: IndexDep, settings: SettingsDep) -> StatsOut:
-    """Number of images, model, vector dimension, default metric, index type and request limits."""
+    """Number of images, model, vector dimension, default metric, index type, request limits, and whether the
+    API is open (no keys)."""
     # Reads the vector index under its lock: off the event loop.
     result = await run_in_threadpool(index.stats)
     limits = LimitsOut(
@@ -45,4 +46,4 @@ async def stats(index: IndexDep, settings: SettingsDep) -> StatsOut:
         max_files_per_request=settings.max_files_per_request,
         max_image_pixels=settings.max_image_pixels,
     )
-    return StatsOut.of(result, limits)
+    return StatsOut.of(result, limits, "keys" if settings.api_keys else "open")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from index.errors import BackendUnavailable
+from index.storage.permissions import make_private_subdir, write_private
 
 
 class BlobStore(Protocol):
@@ -53,11 +54,11 @@ class LocalBlobs:
         path = self.path(sha256)
         if path.exists():
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_subdir(path.parent)
         # Unique per writer: concurrent uploads of the same bytes each write their own file, then one rename wins.
         tmp = path.with_name(f".{sha256}.{uuid.uuid4().hex}.tmp")
         try:
-            tmp.write_bytes(data)
+            write_private(tmp, data)
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)  # a full disk must not leave a partial file behind

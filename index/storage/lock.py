@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from index.errors import DataDirLocked, InvalidArgument
+from index.storage.permissions import make_private_dir, write_private
 
 LOCK_FILE = ".lock"
 SERVER_FILE = "server.json"
@@ -60,8 +61,11 @@ class DataDirLock:
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            make_private_dir(data_dir)
+            # Only the owner may open it: anyone who can open a file can flock it, and so stop this service.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            if os.fstat(fd).st_uid == os.geteuid():
+                os.fchmod(fd, 0o600)  # made readable by an earlier version
         except OSError as exc:
             raise InvalidArgument(f"cannot use {data_dir} as the data directory: {exc.strerror or exc}") from exc
         try:
@@ -97,7 +101,8 @@ class DataDirLock:
         self._write(self.holder)
         tmp = self.data_dir / f".{SERVER_FILE}.{os.getpid()}.tmp"
         try:
-            tmp.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+            tmp.unlink(missing_ok=True)
+            write_private(tmp, json.dumps({"url": url, "pid": os.getpid()}).encode())
             os.replace(tmp, self.data_dir / SERVER_FILE)
         except OSError:
             tmp.unlink(missing_ok=True)

@@ -20,8 +20,9 @@ from sqlalchemy.orm import Session, defer, selectinload, sessionmaker
 from index.errors import BackendUnavailable, ImageInTrash, InvalidArgument, NotInTrash, UnknownReference
 from index.model.registry import Prediction
 from index.storage import blobs as blob_storage
-from index.storage.database import create_store_engine, migrate, sqlite_url
+from index.storage.database import SQLITE_FILE, create_store_engine, migrate, sqlite_url
 from index.storage.datadir import check_database_present
+from index.storage.permissions import create_private, make_private_dir
 from index.storage.schema import (
     DismissalMemberRow,
     DismissalRow,
@@ -161,12 +162,13 @@ class ImageStore:
         """
         self.data_dir = data_dir
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            make_private_dir(data_dir)
         except OSError as exc:
             raise InvalidArgument(f"cannot use {data_dir} as the data directory: {exc.strerror or exc}") from exc
         self.blob_dir = data_dir / "blobs"
         if database_url is None:
             check_database_present(data_dir)
+            create_private(data_dir / SQLITE_FILE)
         self.blobs = blob_storage.open_blobs(data_dir, blob_url)
         url = database_url or sqlite_url(data_dir)
         self.engine = create_store_engine(url)

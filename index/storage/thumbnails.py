@@ -6,26 +6,26 @@ import io
 
 from PIL import Image
 
-from index.errors import ImageDecodeError
-from index.model.imaging import open_image, to_rgb
+from index.model.imaging import DecodeBudget, decode_upright
 
 THUMBNAIL_SIZE = 256
 
 
-def make_thumbnail(data: bytes, size: int = THUMBNAIL_SIZE, max_pixels: int = 200_000_000) -> bytes:
-    """A JPEG whose longer side is at most `size` pixels, upright (EXIF orientation applied).
+def make_thumbnail(
+    data: bytes, size: int = THUMBNAIL_SIZE, max_pixels: int = 200_000_000, budget: DecodeBudget | None = None
+) -> bytes:
+    """A JPEG whose longer side is at most `size` pixels, upright (EXIF orientation applied), decoded within
+    `budget` like the model's input.
 
     Raises:
-        ImageDecodeError, ImageTooLarge: `data` is not a usable image.
+        ImageDecodeError, ImageTooLarge, DecodeBusy: `data` is not a usable image, or cannot be decoded now
+            (see `decode_upright`).
     """
-    img = open_image(data, max_pixels)
-    # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale when that is still at least `size`: far less work.
-    img.draft("RGB", (size, size))
-    try:
-        rgb = to_rgb(img)
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageDecodeError(f"unreadable image: {exc}") from exc
-    rgb.thumbnail((size, size), Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    rgb.save(out, "JPEG", quality=85, optimize=True)
-    return out.getvalue()
+
+    def encode(img: Image.Image) -> bytes:
+        img.thumbnail((size, size), Image.Resampling.LANCZOS)
+        out = io.BytesIO()
+        img.convert("RGB").save(out, "JPEG", quality=85, optimize=True)
+        return out.getvalue()
+
+    return decode_upright(data, max_pixels, encode, draft_size=size, budget=budget)[2]

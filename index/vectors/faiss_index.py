@@ -22,6 +22,8 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
+from index.storage.permissions import file_mode
+
 _MAGIC = b"IMGSIMVI"
 _HEADER = struct.Struct("<8sI")  # magic, header-json length
 # A CRC32 of header and payload after the payload: damage that keeps the file readable (a scribbled block,
@@ -287,7 +289,8 @@ class VectorIndex:
             os.close(dir_fd)
 
     def _write_file(self, tmp: Path, header: bytes) -> None:
-        with tmp.open("wb") as fh:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        with os.fdopen(os.open(tmp, flags, file_mode()), "wb") as fh:
             fh.write(_HEADER.pack(_MAGIC, len(header)))
             fh.write(header)
             crc = zlib.crc32(header)

@@ -1,4 +1,5 @@
-"""A real `uvicorn app.main:app` process on a free loopback port, for end-to-end tests."""
+"""A real server process (`python -m app.serve`, as the README and the Dockerfile start it, or plain
+`uvicorn app.main:app`) on a free port, for end-to-end tests."""
 
 from __future__ import annotations
 
@@ -24,13 +25,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(data_dir: Path, log_file: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `uvicorn app.main:app` as the README and the Dockerfile do; returns at once (not yet ready)."""
+# How the README and the Dockerfile start the service; and uvicorn on the app alone, which keeps working.
+SERVE = ("-m", "app.serve")
+UVICORN = ("-m", "uvicorn", "app.main:app")
+
+
+def start_server(
+    data_dir: Path, log_file: Path, *, command: tuple[str, ...] = SERVE, host: str = "127.0.0.1", **env: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the service as the README and the Dockerfile do; returns at once (not yet ready)."""
     port = free_port()
     environment = {**os.environ, "IMGSIM_DATA_DIR": str(data_dir), **env}
-    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    command = (sys.executable, *command, "--host", host, "--port", str(port))
     with log_file.open("ab") as log:
-        proc = subprocess.Popen(command, cwd=REPO_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(list(command), cwd=REPO_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -61,9 +69,11 @@ def stop(proc: subprocess.Popen[bytes]) -> int:
 
 
 @contextmanager
-def running_server(data_dir: Path, log_file: Path, **env: str) -> Iterator[str]:
-    """Start the service, wait until /ready, yield its URL; always stop it."""
-    proc, url = start_server(data_dir, log_file, **env)
+def running_server(
+    data_dir: Path, log_file: Path, *, command: tuple[str, ...] = SERVE, host: str = "127.0.0.1", **env: str
+) -> Iterator[str]:
+    """Start the service, wait until /ready, yield its URL (on 127.0.0.1); always stop it."""
+    proc, url = start_server(data_dir, log_file, command=command, host=host, **env)
     try:
         wait_ready(proc, url, log_file)
         yield url

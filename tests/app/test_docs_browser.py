@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +51,25 @@ def test_the_test_browser_refuses_every_address_but_the_loopback() -> None:
     with offline_page() as browser:
         browser.page.set_content('<img src="http://192.0.2.1/x.png">', wait_until="load")
         assert browser.blocked == ["http://192.0.2.1/x.png"]
+
+
+def test_authorize_in_swagger_ui_sends_the_key_with_try_it_out(tmp_path: Path) -> None:
+    keys = {"IMGSIM_API_KEYS": "docs-key:read"}
+    with running_server(tmp_path / "data", tmp_path / "server.log", **keys) as url, offline_page() as browser:
+        page = browser.page
+        sent: list[str | None] = []
+        page.on("request", lambda r: sent.append(r.headers.get("x-api-key")) if r.url.endswith("/stats") else None)
+        page.goto(f"{url}/docs")
+        page.locator("button.authorize").first.click(timeout=30_000)
+        dialog = page.locator(".modal-ux")
+        dialog.locator("input").first.fill("docs-key")
+        dialog.locator("button.modal-btn.authorize").first.click()
+        dialog.locator("button.btn-done").first.click()
+        page.locator(".opblock-get .opblock-summary", has_text="/stats").first.click()
+        page.get_by_role("button", name="Try it out").click()
+        page.get_by_role("button", name="Execute").click()
+        status = page.locator(".live-responses-table tbody .response-col_status").first
+        status.wait_for()
+        assert status.inner_text().strip().startswith("200")
+        assert sent == ["docs-key"]
+        assert browser.blocked == []

@@ -17,7 +17,7 @@ import torch
 from index.model.embedder import Embedder
 from index.rebuild import INDEX_FILE
 from index.vectors.faiss_index import VectorIndex
-from tests.app.server import start_server, stop, wait_ready
+from tests.app.server import running_server, start_server, stop, wait_ready
 from tests.conftest import IMAGES_DIR, REPO_ROOT, STARTUP_FAILURES, encode_image, hold_lock_in_another_process
 
 pytestmark = pytest.mark.slow
@@ -98,7 +98,11 @@ def _failure_output(tmp_path: Path, **env: str) -> tuple[int, str]:
     return code, (tmp_path / "fail.log").read_text()
 
 
-CASES = {**STARTUP_FAILURES, "api keys": ({"IMGSIM_API_KEYS": "secret-without-scope"}, None, "IMGSIM_API_KEYS")}
+CASES = {
+    **STARTUP_FAILURES,
+    "api keys": ({"IMGSIM_API_KEYS": "secret-without-scope"}, None, "IMGSIM_API_KEYS"),
+    "keys required": ({"IMGSIM_REQUIRE_KEYS": "true"}, None, "IMGSIM_REQUIRE_KEYS is set but IMGSIM_API_KEYS is empty"),
+}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -143,3 +147,26 @@ def test_the_server_says_in_one_line_where_it_serves_what_and_with_which_model(
         f"INFO:     ready at {url}: data dir {data_dir}, model efficientnet_lite0, definition gem3+logits1.3, "
         f"engine {embedder.engine_name}, precision {embedder.engine.precision}, 10 images"
     ]
+
+
+def test_serving_the_network_without_keys_warns_at_start_and_in_stats_and_still_serves(tmp_path: Path) -> None:
+    log = tmp_path / "open.log"
+    with running_server(tmp_path / "data", log, host="0.0.0.0") as url:
+        stats = httpx.get(f"{url}/stats").json()
+        # The original client's flow: no key, straight to the compatibility route.
+        files = [("files", ("cat.png", (IMAGES_DIR / "cat.png").read_bytes()))]
+        compat = httpx.post(f"{url}/upload-images/", files=files, timeout=120)
+    text = log.read_text()
+    assert "WARNING: imgsim listens on 0.0.0.0:" in text and "with no API keys" in text
+    assert 'IMGSIM_API_KEYS="$(openssl rand -hex 16):write"' in text
+    assert stats["access"] == "open"
+    assert compat.status_code == 200 and compat.json()["message"] == "You uploaded 1 image(s)"
+
+
+def test_with_keys_or_on_the_loopback_there_is_no_warning(tmp_path: Path) -> None:
+    keyed, local = tmp_path / "keyed.log", tmp_path / "local.log"
+    with running_server(tmp_path / "a", keyed, host="0.0.0.0", IMGSIM_API_KEYS="k:read") as url:
+        assert httpx.get(f"{url}/stats", headers={"X-API-Key": "k"}).json()["access"] == "keys"
+    with running_server(tmp_path / "b", local):
+        pass
+    assert "WARNING" not in keyed.read_text() and "WARNING" not in local.read_text()

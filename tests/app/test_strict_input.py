@@ -51,7 +51,3 @@ def test_search_by_upload_honours_k_metric_and_label_sent_as_form_fields(photo_c
     assert as_query.json() == body
     conflicting = photo_client.post("/search", files={"file": _file("cat_grey.png")}, params={"k": 3}, data={"k": "2"})
     assert conflicting.status_code == 422
-
-
-def test_the_api_key_parameter_is_always_accepted(photo_client: TestClient) -> None:
-    assert photo_client.get("/stats", params={"api_key": "anything"}).status_code == 200

@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from fastapi.testclient import TestClient
 
+from app.lifecycle import open_network_warning
 from app.main import create_app
 from index.config import Settings
 from index.model.embedder import Embedder
+from index.startup import InvalidSettings
+from tests.app.conftest import ClientFactory
 
 
 def test_health_answers_ok(photo_client: TestClient) -> None:
@@ -70,3 +76,34 @@ def test_an_unexpected_error_is_a_json_500_not_plain_text(tmp_path) -> None:
         assert response.headers["content-type"] == "application/json"
         assert "RuntimeError" in response.json()["detail"]
         assert client.get("/health").status_code == 200
+
+
+def test_stats_say_whether_the_api_is_open(photo_client: TestClient, make_client: ClientFactory) -> None:
+    assert photo_client.get("/stats").json()["access"] == "open"
+    locked = make_client(api_keys="k:read")
+    assert locked.get("/stats", headers={"X-API-Key": "k"}).json()["access"] == "keys"
+
+
+@pytest.mark.parametrize(
+    ("argv", "warned"),
+    [
+        (["/x/uvicorn", "app.main:app", "--host", "0.0.0.0"], True),
+        (["/x/app/serve.py", "--host=::", "--port", "8080"], True),
+        (["/x/app/serve.py", "--host", "192.168.1.5"], True),
+        (["/x/uvicorn", "app.main:app"], False),  # uvicorn's default is 127.0.0.1
+        (["/x/app/serve.py", "--host", "::1"], False),
+        (["/x/app/serve.py", "--host", "localhost"], False),
+        (["/x/uvicorn", "app.main:app", "--uds", "/run/imgsim.sock"], False),
+    ],
+)
+def test_a_server_listening_beyond_this_machine_without_keys_is_warned(argv: list[str], warned: bool) -> None:
+    warning = open_network_warning(Settings(), argv)
+    assert (warning is not None) == warned
+    assert warning is None or "IMGSIM_API_KEYS=" in warning
+    assert open_network_warning(Settings(api_keys=["k:write"]), argv) is None
+
+
+def test_require_keys_without_keys_refuses_to_create_the_app(tmp_path: Path) -> None:
+    with pytest.raises(InvalidSettings, match="IMGSIM_REQUIRE_KEYS"):
+        create_app(Settings(data_dir=tmp_path, require_keys=True))
+    assert create_app(Settings(data_dir=tmp_path, require_keys=True, api_keys=["k:write"]))

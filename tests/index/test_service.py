@@ -625,3 +625,27 @@ def test_listing_filters_by_label_and_name(sample_settings: Settings, embedder: 
         total, espresso = index.list_images(0, 50, label="espresso")
         assert total == 1 and [i.filename for i in espresso] == ["coffee.jpg"]
         assert index.list_images(0, 50, label="espresso", name="cat") == (0, [])
+
+
+def test_a_thumbnail_made_while_its_image_is_deleted_does_not_stay_on_disk(
+    sample_settings: Settings, embedder: CountingEmbedder
+) -> None:
+    with open_index(sample_settings, embedder) as index:
+        info = index.resolve_ref("coffee.jpg")
+        read_blob = index.store.read_blob
+
+        def read_then_deleted(sha256: str) -> bytes:
+            # The window made deterministic: the delete commits (and removes the thumbnail, none yet) after the
+            # bytes were read and before the thumbnail is kept.
+            data = read_blob(sha256)
+            index.delete(info.id)
+            return data
+
+        index.store.read_blob = read_then_deleted  # type: ignore[method-assign]
+        with pytest.raises(UnknownReference):
+            index.thumbnail(info.id)
+        index.store.read_blob = read_blob  # type: ignore[method-assign]
+        assert not index.thumbnails.path(info.sha256).exists()
+        other = index.resolve_ref("rocket.jpg")
+        index.thumbnail(other.id)  # an image that stays keeps its thumbnail
+        assert index.thumbnails.path(other.sha256).exists()

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 from PIL import Image
-from playwright.sync_api import Page, Request, expect
+from playwright.sync_api import Page, expect
 
 from tests.conftest import CAT_VARIANTS, IMAGES_DIR
 from tests.web.conftest import MAX_FILES_PER_REQUEST, Site
@@ -231,26 +231,6 @@ def test_a_server_that_cannot_be_reached_is_reported_not_left_spinning(page: Pag
     page.click("#search-form button[type=submit]")
     expect(page.locator(".status.error")).to_contain_text("Cannot reach the server")
     expect(page.locator(".status.busy")).to_have_count(0)
-
-
-def test_a_kept_api_key_is_sent_with_every_request(page: Page, site: Site) -> None:
-    page.add_init_script("localStorage.setItem('imgsim-api-key', 's3cret key')")
-    api_headers: list[str | None] = []
-    image_urls: list[str] = []
-
-    def record(request: Request) -> None:
-        path = urlparse(request.url).path
-        if path.endswith("/thumbnail"):
-            image_urls.append(request.url)
-        elif path in {"/search", "/stats"}:
-            api_headers.append(request.headers.get("x-api-key"))
-
-    page.on("request", record)
-    page.goto(f"/?ref={site.ids['cat.png']}&k=3")
-    expect(page.locator("#results .card")).to_have_count(3)
-    page.wait_for_load_state("networkidle")
-    assert api_headers and set(api_headers) == {"s3cret key"}
-    assert image_urls and all("api_key=s3cret%20key" in url for url in image_urls)
 
 
 def test_files_are_split_into_requests_within_the_servers_limits(page: Page) -> None:

@@ -1,6 +1,9 @@
-// The one way the page talks to the JSON API. It sends the API key when one is kept in this browser,
-// and turns every failure (an error answer, a network failure) into an ApiError with a readable message.
+// The one way the page talks to the JSON API, and turns every failure (an error answer, a network failure)
+// into an ApiError with a readable message. When the server asks for a key, the page sends it once to
+// POST /session and gets an HttpOnly session cookie: every request, <img src> included, then carries the
+// cookie and never the key (no key in a URL, a log line, the history, or readable by the page's scripts).
 
+// Where earlier versions of the page kept the key: traded for a session once, then removed.
 const KEY_STORAGE = "imgsim-api-key";
 
 export class ApiError extends Error {
@@ -11,20 +14,8 @@ export class ApiError extends Error {
   }
 }
 
-export function apiKey() {
-  try {
-    return localStorage.getItem(KEY_STORAGE) || "";
-  } catch {
-    return "";
-  }
-}
-
-// Images are loaded by <img src>, which cannot send headers: the key goes in the query string instead.
-export function mediaUrl(path) {
-  const key = apiKey();
-  if (!key) return path;
-  return `${path}${path.includes("?") ? "&" : "?"}api_key=${encodeURIComponent(key)}`;
-}
+// Images are loaded by <img src>: the session cookie goes with them, so their addresses carry no key.
+export const mediaUrl = (path) => path;
 
 export const thumbnailUrl = (id) => mediaUrl(`/images/${id}/thumbnail`);
 export const contentUrl = (id) => mediaUrl(`/images/${id}/content`);
@@ -54,9 +45,8 @@ export function queryString(params) {
 
 // `json`: a value sent as the JSON body (instead of `body`, e.g. a FormData).
 export async function api(path, { method = "GET", params, body, json, signal } = {}) {
+  await legacyKeyTraded;
   const headers = { Accept: "application/json" };
-  const key = apiKey();
-  if (key) headers["X-API-Key"] = key;
   if (json !== undefined) {
     headers["Content-Type"] = "application/json";
     body = JSON.stringify(json);
@@ -64,7 +54,7 @@ export async function api(path, { method = "GET", params, body, json, signal } =
   let response;
   let text;
   try {
-    response = await fetch(path + queryString(params), { method, headers, body, signal });
+    response = await fetch(path + queryString(params), { method, headers, body, signal, credentials: "same-origin" });
     text = await response.text();
   } catch (err) {
     if (err.name === "AbortError") throw err;
@@ -78,6 +68,7 @@ export async function api(path, { method = "GET", params, body, json, signal } =
   }
   if (!response.ok) {
     if (response.status === 401) askForKey();
+    if (response.status === 403 && data && /write key/.test(String(data.detail))) askForKey("write");
     let message = `${response.status} ${response.statusText}`.trim();
     if (data && data.detail !== undefined) message = describeDetail(data.detail);
     else if (data && typeof data.message === "string") message = data.message;
@@ -86,19 +77,87 @@ export async function api(path, { method = "GET", params, body, json, signal } =
   return data;
 }
 
-// Shown on a 401: the key is kept in localStorage and the page reloads with it.
-export function askForKey() {
+// Trades `key` for a session cookie; resolves to the session ({keys_required, scope}), or throws an ApiError.
+export async function startSession(key) {
+  const response = await fetch("/session", {
+    method: "POST",
+    headers: { Accept: "application/json", "X-API-Key": key },
+    credentials: "same-origin",
+  });
+  const data = await response.json().catch(() => null);
+  if (!response.ok) throw new ApiError(data && data.detail ? describeDetail(data.detail) : `${response.status}`, response.status);
+  return data;
+}
+
+export async function endSession() {
+  await fetch("/session", { method: "DELETE", credentials: "same-origin" });
+}
+
+async function tradeLegacyKey() {
+  let key = "";
+  try {
+    key = localStorage.getItem(KEY_STORAGE) || "";
+    localStorage.removeItem(KEY_STORAGE);
+  } catch {
+    return;
+  }
+  if (!key) return;
+  try {
+    await startSession(key);
+    location.reload(); // the images already asked for went without the cookie
+  } catch {
+    // a key that no longer works: the first request will ask for another
+  }
+}
+const legacyKeyTraded = tradeLegacyKey();
+
+const PROMPTS = {
+  read: "This server needs an API key:",
+  write: "This key may only read. To change the library, use a write key:",
+  change: "Use another API key:",
+};
+
+// Shown on a 401 (a key is needed), on a 403 for a read key ("write"), or by "Change key". A key the
+// server refuses is said so in the prompt; one it takes starts a session and the page reloads with it.
+export function askForKey(kind = "read") {
   const form = document.getElementById("api-key-prompt");
-  if (!form || !form.hidden) return;
+  if (!form) return;
+  form.querySelector(".prompt-text").textContent = PROMPTS[kind] || PROMPTS.read;
+  form.querySelector(".hint").textContent = "sent once; this browser then keeps a session cookie, not the key";
+  if (!form.hidden) return;
   form.hidden = false;
   form.elements.key.focus();
-  form.addEventListener("submit", (event) => {
+  form.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
-      localStorage.setItem(KEY_STORAGE, form.elements.key.value.trim());
-    } catch {
-      // storage refused (private mode): nothing more this page can do
+      await startSession(form.elements.key.value.trim());
+      location.reload();
+    } catch (err) {
+      form.querySelector(".hint").textContent = err.status === 401 ? "That key is not valid here." : err.message;
+      form.elements.key.select();
     }
+  });
+}
+
+// The header's "change key" and "forget key", shown when the server asks for keys.
+async function showKeyControls() {
+  const box = document.getElementById("key-controls");
+  if (!box) return;
+  let session;
+  try {
+    await legacyKeyTraded;
+    const response = await fetch("/session", { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    session = await response.json();
+  } catch {
+    return;
+  }
+  if (!session || !session.keys_required) return;
+  box.hidden = false;
+  box.querySelector(".key-scope").textContent = session.scope ? `${session.scope} key` : "no key";
+  box.querySelector(".change-key").addEventListener("click", () => askForKey("change"));
+  box.querySelector(".forget-key").addEventListener("click", async () => {
+    await endSession();
     location.reload();
   });
 }
+showKeyControls();

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
+import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -11,10 +15,29 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from index.errors import ImageDecodeError, ImageTooLarge, UnsupportedImageFormat
-from index.model.imaging import decode_for_model, open_image, sha256_hex
+from index.errors import (
+    DecodeBudgetExceeded,
+    DecodeBusy,
+    ImageDecodeError,
+    ImageTooComplex,
+    ImageTooLarge,
+    UnsupportedImageFormat,
+)
+from index.model.imaging import (
+    MAX_JPEG_SCANS,
+    DecodeBudget,
+    decode_for_model,
+    decode_memory,
+    jpeg_scans,
+    open_image,
+    sha256_hex,
+    to_working,
+)
 from index.model.registry import Preprocessing
-from tests.conftest import ImageFactory
+from index.storage.thumbnail_cache import ThumbnailCache
+from index.storage.thumbnails import make_thumbnail
+from tests import hostile
+from tests.conftest import REPO_ROOT, ImageFactory
 
 PRE = Preprocessing(input_size=224, crop_pct=0.875, interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3)
 LIMIT = 40_000_000
@@ -202,3 +225,176 @@ def test_truncated_png_raises_decode_error(make_image: ImageFactory) -> None:
 def test_formats_outside_the_accepted_list_raise_unsupported_format(make_image: ImageFactory, fmt: str) -> None:
     with pytest.raises(UnsupportedImageFormat, match=fmt):
         decode_for_model(make_image(fmt, (32, 32)), PRE, LIMIT)
+
+
+# --- hostile images: memory, scans, time --------------------------------------------------------------
+
+# The peak resident memory of this process (VmHWM: unlike ru_maxrss, not inherited from the forking parent).
+MEASURE_DECODE = """
+import sys
+import psutil
+from index.model.imaging import decode_for_model
+from index.model.registry import Preprocessing
+from index.storage.thumbnails import make_thumbnail
+def peak():
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1]) * 1024
+data = open(sys.argv[1], "rb").read()
+pre = Preprocessing(input_size=224, crop_pct=0.875, interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3)
+before = psutil.Process().memory_info().rss
+assert peak() - before < 20e6, "the imports left a peak above the current size"
+if sys.argv[2] == "thumbnail":
+    make_thumbnail(data)
+else:
+    decode_for_model(data, pre, 40_000_000)
+print(peak() - before)
+"""
+
+HOSTILE = {
+    "16-bit PNG": hostile.grey16_png,
+    "float TIFF": hostile.float_tiff,
+    "transparent GIF": hostile.big_gif,
+    "1000-frame GIF": lambda: hostile.big_gif(frames=1000),
+    "RGBA PNG": hostile.rgba_png,
+}
+
+
+@pytest.mark.parametrize(
+    ("kind", "use"), [*((kind, "model") for kind in HOSTILE), ("16-bit PNG", "thumbnail"), ("RGBA PNG", "thumbnail")]
+)
+def test_a_hostile_image_adds_at_most_three_times_its_rgb8_size(tmp_path: Path, kind: str, use: str) -> None:
+    # Made here and decoded in a fresh process, whose peak resident memory is then the decode's alone.
+    path = tmp_path / "image"
+    path.write_bytes(HOSTILE[kind]())
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE_DECODE, str(path), use], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    rgb8 = hostile.WIDTH * hostile.HEIGHT * 3
+    assert int(out.stdout) < 3 * rgb8, f"{kind}: +{int(out.stdout) / 1e6:.0f} MB for {rgb8 / 1e6:.0f} MB of RGB8"
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE))
+def test_the_header_estimate_covers_what_the_decode_holds(kind: str) -> None:
+    data = HOSTILE[kind]()
+    img = open_image(data, LIMIT)
+    estimate = decode_memory(img, data)
+    rgb8 = hostile.WIDTH * hostile.HEIGHT * 3
+    # Measured peaks (see the test above): 131 MB (16-bit), 214 MB (float), 204 MB (GIF), 323 MB (RGBA).
+    assert rgb8 < estimate <= 3 * rgb8
+
+
+def test_an_image_needing_more_than_the_whole_budget_is_refused_with_the_figure() -> None:
+    data = hostile.rgba_png((2000, 2000))  # 2000 x 2000 RGBA: 16 MB decoded, 16 MB converted
+    figures = r"2000x2000 PNG RGBA\) needs about \d+ MiB; the decode budget is 20 MiB"
+    with pytest.raises(DecodeBudgetExceeded, match=figures):
+        decode_for_model(data, PRE, LIMIT, budget=DecodeBudget(memory_bytes=20 << 20))
+    assert decode_for_model(data, PRE, LIMIT, budget=DecodeBudget(memory_bytes=200 << 20)).width == 2000
+
+
+def test_decodes_wait_for_the_budget_in_turn_and_give_up_after_its_wait() -> None:
+    budget = DecodeBudget(memory_bytes=100 << 20, wait_s=0.2)
+    data = hostile.rgba_png((2000, 2000))
+    with budget.reserve(90 << 20, "another image"):
+        started = time.monotonic()
+        with pytest.raises(DecodeBusy, match="retry shortly"):
+            decode_for_model(data, PRE, LIMIT, budget=budget)
+        assert time.monotonic() - started >= 0.2
+        assert budget.in_use == 90 << 20
+    assert decode_for_model(data, PRE, LIMIT, budget=budget).width == 2000  # released: room again
+    # First come, first served: a later reservation waits for the one ahead of it.
+    budget = DecodeBudget(memory_bytes=100 << 20)
+    held = threading.Event()
+    order: list[str] = []
+
+    def first() -> None:
+        with budget.reserve(60 << 20, "first"):
+            held.set()
+            time.sleep(0.3)
+            order.append("first")
+
+    def second() -> None:
+        with budget.reserve(60 << 20, "second"):
+            order.append("second")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    held.wait(5)
+    threads[1].start()
+    for t in threads:
+        t.join(10)
+    assert order == ["first", "second"] and budget.in_use == 0
+
+
+def test_thumbnails_decode_within_the_same_budget(tmp_path: Path) -> None:
+    data = hostile.rgba_png((2000, 2000))
+    with pytest.raises(DecodeBudgetExceeded):
+        make_thumbnail(data, budget=DecodeBudget(memory_bytes=20 << 20))
+    budget = DecodeBudget(memory_bytes=100 << 20, wait_s=0)
+    with budget.reserve(90 << 20, "another image"), pytest.raises(DecodeBusy):
+        ThumbnailCache(tmp_path, budget=budget).get("ab" * 32, lambda: data)
+    assert not any((tmp_path / "thumbnails").rglob("*.jpg"))
+
+
+def test_a_progressive_jpeg_with_hundreds_of_scans_is_refused_before_decoding() -> None:
+    data = hostile.many_scan_jpeg(repeats=600)
+    started = time.monotonic()
+    with pytest.raises(ImageTooComplex, match=f"606 scans.*more than {MAX_JPEG_SCANS} are refused"):
+        decode_for_model(data, PRE, LIMIT)
+    assert time.monotonic() - started < 1  # the decode alone takes 18 s on the development machine
+    with pytest.raises(ImageTooComplex):
+        make_thumbnail(data)
+    assert decode_for_model(hostile.many_scan_jpeg(repeats=0), PRE, LIMIT).width == 6000
+
+
+def test_scans_are_counted_in_the_first_image_only(make_image: ImageFactory) -> None:
+    assert jpeg_scans(make_image("JPEG", (64, 48))) == 1
+    assert jpeg_scans(make_image("JPEG", (64, 48), progressive=True)) == 10
+    assert jpeg_scans(make_image("JPEG", (64, 48), "L", progressive=True)) == 6
+    # An EXIF thumbnail (a JPEG inside an APP1 segment) holds scans of its own: they are not this image's.
+    thumb = make_image("JPEG", (32, 24), progressive=True)
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    app1 = b"Exif\x00\x00" + exif.tobytes()[6:] + thumb * 3
+    data = make_image("JPEG", (64, 48))
+    segment = b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1
+    assert jpeg_scans(data[:2] + segment + data[2:]) == 1
+
+
+def test_a_decode_past_its_time_budget_is_refused_naming_it() -> None:
+    data = hostile.grey16_png()  # about a second to decode
+    with pytest.raises(ImageTooComplex, match=r"decoding took longer than 0\.01 s \(IMGSIM_DECODE_TIMEOUT_S\)"):
+        decode_for_model(data, PRE, LIMIT, budget=DecodeBudget(timeout_s=0.01))
+    assert decode_for_model(data, PRE, LIMIT, budget=DecodeBudget(timeout_s=60)).width == hostile.WIDTH
+
+
+def test_sixteen_bit_and_float_images_rescale_their_range_exactly() -> None:
+    rng = np.random.default_rng(3)
+    for pixels in (rng.integers(1000, 50000, (300, 700), dtype=np.uint16), rng.random((300, 700), np.float32) * 7 - 2):
+        img = Image.fromarray(pixels)
+        reference = pixels.astype(np.float64)
+        lo, hi = reference.min(), reference.max()
+        expected = ((reference - lo) * (255.0 / (hi - lo))).round().astype(np.uint8)
+        assert np.array_equal(np.asarray(to_working(img)), expected)
+
+
+def test_alpha_is_composited_onto_white_as_pillow_composites_it() -> None:
+    rng = np.random.default_rng(4)
+    rgba = Image.fromarray(rng.integers(0, 256, (900, 700, 4), dtype=np.uint8), "RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    expected = Image.alpha_composite(white, rgba).convert("RGB")
+    assert np.array_equal(np.asarray(to_working(rgba)), np.asarray(expected))
+    palette = rgba.convert("RGB").quantize(64)
+    palette.info["transparency"] = 7
+    expected = Image.alpha_composite(Image.new("RGBA", palette.size, "white"), palette.convert("RGBA"))
+    assert np.array_equal(np.asarray(to_working(palette)), np.asarray(expected.convert("RGB")))
+
+
+def test_a_sideways_png_is_decoded_upright_and_reported_as_shown() -> None:
+    upright = Image.new("RGBA", (60, 90), (255, 0, 0, 255))
+    upright.paste((0, 0, 255, 255), (0, 45, 60, 90))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = save(upright.transpose(Image.Transpose.ROTATE_90), "PNG", exif=exif.tobytes())
+    decoded = decode_for_model(data, PRE, LIMIT)
+    assert (decoded.width, decoded.height) == (60, 90)
+    assert decoded.crop[20, 112, 0] > 200 and decoded.crop[-20, 112, 2] > 200
