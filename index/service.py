@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from index.config import Settings
 from index.duplicates import DuplicateFinder, DuplicateReport, DuplicateSpace
 from index.duplicates.decisions import Decision, describe
-from index.duplicates.verifier import PairVerifier
+from index.duplicates.verifier import PairVerifier, StoredVerdicts
 from index.errors import ImageInTrash, InvalidArgument, ModelMismatch, StorageError, UnknownReference
 from index.ingest import Ingestor, IngestResult, list_image_files
 from index.model.embedder import Embedder
@@ -113,7 +113,7 @@ class ImageIndex:
                 self.decode_budget,
             )
             space = DuplicateSpace.of(self.embedder.embedding, self.vectors.meta.dim, self.embedder.spec.num_classes)
-            self.verifier = PairVerifier(self.store.read_blob, workers=self.workers)
+            self.verifier = PairVerifier(self.store.read_blob, StoredVerdicts(self.store), workers=self.workers)
             self.searcher = Searcher(self.store, self.vectors, self.ingestor.embed, space, self.verifier)
             self._space = space
             vectors = self.vectors

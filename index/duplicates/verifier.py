@@ -14,6 +14,7 @@ from typing import Protocol
 
 from index.duplicates import verification
 from index.duplicates.verification import NO_EVIDENCE, Evidence, Prepared
+from index.storage.store import ImageStore
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,20 @@ class MemoryVerdicts:
             self._known.update(((k, version), e) for k, e in verdicts)
 
 
+class StoredVerdicts:
+    """Verdicts kept in the metadata database (table `pair_verdicts`), by content: they hold across restarts,
+    re-ingests, the trash and rebuilds, and every replica shares them."""
+
+    def __init__(self, store: ImageStore) -> None:
+        self.store = store
+
+    def get_verdicts(self, keys: Sequence[PairKey], version: str) -> dict[PairKey, Evidence]:
+        return {k: Evidence.from_dict(raw) for k, raw in self.store.pair_verdicts(keys, version).items()}
+
+    def put_verdicts(self, verdicts: Sequence[tuple[PairKey, Evidence]], version: str) -> None:
+        self.store.remember_verdicts([(k, e.as_dict()) for k, e in verdicts], version)
+
+
 class PairVerifier:
     """Evidence for pairs of stored images, read through `read_bytes(sha256)`."""
 
@@ -71,6 +86,7 @@ class PairVerifier:
     # --- prepared images ----------------------------------------------------------------------------------
 
     def _prepare(self, sha: str) -> Prepared | None:
+        """The prepared image, or None when its bytes cannot be read now (not remembered: they may come back)."""
         with self._lock:
             if sha in self._prepared:
                 self._prepared.move_to_end(sha)
@@ -79,7 +95,7 @@ class PairVerifier:
             prepared: Prepared | None = verification.prepare(self.read_bytes(sha))
         except (OSError, ValueError, SyntaxError) as exc:  # the bytes are gone or no longer decode: no evidence
             log.warning("cannot verify image %s: %s", sha[:12], exc)
-            prepared = None
+            return None
         with self._lock:
             if sha not in self._prepared:
                 self._prepared[sha] = prepared
@@ -108,7 +124,8 @@ class PairVerifier:
         if todo:
             found = list(self._map(lambda k: decide(*k), todo))
             fresh = list(zip(todo, found, strict=True))
-            self.verdicts.put_verdicts(fresh, version)
+            # A pair whose bytes could not be read has no verdict yet: it is asked again next time.
+            self.verdicts.put_verdicts([(k, e) for k, e in fresh if e is not UNREADABLE], version)
             known.update(fresh)
         return [identical_bytes() if k[0] == k[1] else known[k] for k in keys]
 
@@ -123,17 +140,19 @@ class PairVerifier:
     def _copy(self, a: str, b: str) -> Evidence:
         pa, pb = self._prepare(a), self._prepare(b)
         if pa is None or pb is None:
-            return NO_EVIDENCE
+            return UNREADABLE
         return verification.verify(pa, pb)
 
     def _identical(self, a: str, b: str) -> Evidence:
         pa, pb = self._prepare(a), self._prepare(b)
-        if pa is None or pb is None or not verification.nearly_equal(pa, pb):
+        if pa is None or pb is None:
+            return UNREADABLE
+        if not verification.nearly_equal(pa, pb):
             return NO_EVIDENCE
         try:
             same = verification.pixels_identical(self.read_bytes(a), self.read_bytes(b))
         except (OSError, ValueError, SyntaxError):
-            return NO_EVIDENCE
+            return UNREADABLE
         return Evidence(True, "identical pixels") if same else NO_EVIDENCE
 
     def against(self, data: bytes, shas: Sequence[str]) -> list[Evidence]:
@@ -151,6 +170,10 @@ class PairVerifier:
             return [one(s) for s in shas]
         with ThreadPoolExecutor(max_workers=min(self.workers, len(shas))) as pool:
             return list(pool.map(one, shas))
+
+
+# The evidence of a pair whose bytes could not be read: not a copy now, and not remembered.
+UNREADABLE = Evidence(copy=False, kind="none")
 
 
 def identical_bytes() -> Evidence:

@@ -81,6 +81,17 @@ class MetaRow(Base):
     value: Mapped[str] = mapped_column(String(1024))
 
 
+class PairVerdictRow(Base):
+    """What the pixels of two stored contents say (`index.duplicates.verification`), by the verifier's version."""
+
+    __tablename__ = "pair_verdicts"
+
+    sha_a: Mapped[str] = mapped_column(String(64), primary_key=True)  # the smaller of the two
+    sha_b: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 class SeenFileRow(Base):
     """A local file as it was when last read and hashed (see `index.storage.seen_files`)."""
 

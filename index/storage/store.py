@@ -30,6 +30,7 @@ from index.storage.schema import (
     LabelRow,
     MetaRow,
     NameRow,
+    PairVerdictRow,
     SeenFileRow,
 )
 from index.storage.seen_files import FileStat
@@ -359,6 +360,31 @@ class ImageStore:
         updated = {c: stmt.excluded[c] for c in ("size", "mtime_ns", "ctime_ns", "inode", "sha256")}
         with self.session() as s:
             s.execute(stmt.on_conflict_do_update(index_elements=["path"], set_=updated), rows)
+
+    # --- verification verdicts (see index.duplicates.verifier) -----------------------------------------------
+
+    def pair_verdicts(self, keys: Sequence[tuple[str, str]], version: str) -> dict[tuple[str, str], dict[str, Any]]:
+        """(sha, sha) -> stored evidence, for the pairs among `keys` (each the smaller hash first) verified before."""
+        wanted = set(keys)
+        firsts = sorted({a for a, _ in wanted})
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        v = PairVerdictRow
+        with self.session() as s:
+            for start in range(0, len(firsts), 500):
+                query = select(v.sha_a, v.sha_b, v.evidence).where(
+                    v.sha_a.in_(firsts[start : start + 500]), v.version == version
+                )
+                for a, b, evidence in s.execute(query):
+                    if (a, b) in wanted:
+                        found[(a, b)] = evidence
+        return found
+
+    def remember_verdicts(self, verdicts: Sequence[tuple[tuple[str, str], dict[str, Any]]], version: str) -> None:
+        """Keep evidence per (sha, sha) pair (the smaller hash first); a pair already kept stays as it was."""
+        rows = [{"sha_a": a, "sha_b": b, "version": version, "evidence": e} for (a, b), e in dict(verdicts).items()]
+        if rows:
+            with self.session() as s:
+                s.execute(self._insert(PairVerdictRow).on_conflict_do_nothing(), rows)
 
     def predictions_of(self, ids: Sequence[int]) -> dict[int, list[Prediction]]:
         """Stored predictions by id (only the predictions: no names, no embedding)."""
