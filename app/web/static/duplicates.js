@@ -64,8 +64,19 @@ form.elements.level.addEventListener("change", () => {
 
 const plural = (n, word) => `${formatCount(n)} ${word}${n === 1 ? "" : "s"}`;
 
-function member(image, groupId, kept) {
+// What the verification said of a member and the kept image, in a few words.
+function evidenceText(evidence) {
+  if (!evidence) return "";
+  if (!evidence.copy) return "not proven a copy";
+  if (evidence.kind === "identical bytes" || evidence.kind === "identical pixels") return evidence.kind;
+  const parts = [evidence.mirrored ? "mirrored copy" : "copy"];
+  if (typeof evidence.flow_px === "number") parts.push(`aligned to ${evidence.flow_px.toFixed(2)} px`);
+  return parts.join(", ");
+}
+
+function member(image, groupId, kept, suggest) {
   const similarity = typeof image.similarity === "number" ? `similarity ${image.similarity.toFixed(4)}` : "";
+  const proof = evidenceText(image.evidence);
   const names = image.names && image.names.length > 1 ? image.names.join(", ") : image.filename;
   return el(
     "label",
@@ -75,17 +86,20 @@ function member(image, groupId, kept) {
       "span",
       { class: "choice" },
       el("input", { type: "radio", name: `keep-${groupId}`, value: image.id, checked: kept }),
-      el("span", { class: "keep-label" }, kept ? "keep" : suggestKeep ? "to the trash" : "keep this one?"),
+      el("span", { class: "keep-label" }, kept ? "keep" : suggest ? "to the trash" : "keep this one?"),
     ),
     el("a", { class: "name", href: `/library/${image.id}`, title: names }, breakableName(names)),
     el("span", { class: "muted" }, `${image.width} × ${image.height} · ${formatBytes(image.byte_size)}`),
     similarity ? el("span", { class: "score" }, similarity) : null,
+    proof ? el("span", { class: "evidence muted" }, proof) : null,
   );
 }
 
 function renderGroup(group, n) {
   const groupId = `${offset + n}`;
-  const heading = `Group ${offset + n + 1} · ${suggestKeep ? "" : "similar photos · "}${plural(group.images.length, "image")}`;
+  // The image to keep is suggested only for a group of proven copies (older servers say nothing: the level).
+  const suggest = suggestKeep && group.copies !== false;
+  const heading = `Group ${offset + n + 1} · ${suggest ? "" : "similar photos · "}${plural(group.images.length, "image")}`;
   if (group.images.length < 2) {
     // One stored image under several names: the same bytes, kept once; nothing to move or decide.
     const [image] = group.images;
@@ -94,19 +108,20 @@ function renderGroup(group, n) {
       { class: "group" },
       el("header", {}, el("h2", {}, `Group ${offset + n + 1} · the same file under ${image.names.length} names`)),
       el("p", { class: "hint" }, "These names all have the same bytes, which are stored once: nothing to move."),
-      el("div", { class: "members" }, member(image, groupId, true)),
+      el("div", { class: "members" }, member(image, groupId, true, true)),
     );
   }
-  const members = group.images.map((image) => member(image, groupId, suggestKeep && image.id === group.keep));
+  const members = group.images.map((image) => member(image, groupId, suggest && image.id === group.keep, suggest));
   const row = el("div", { class: "members" }, members);
   const status = el("div", { class: "group-status", role: "status" });
   const trashButton = el("button", { class: "danger", type: "button" }, `Move the other ${group.images.length - 1} to the trash`);
   const keepAllButton = el("button", { class: "secondary", type: "button", title: "These are not duplicates: never group them together again" }, "Keep all");
   const section = el(
     "section",
-    { class: `group${suggestKeep ? "" : " similar"}`, dataset: { keep: group.keep } },
+    { class: `group${suggest ? "" : " similar"}`, dataset: { keep: group.keep } },
     el("header", {}, el("h2", {}, heading), el("div", { class: "group-actions" }, trashButton, keepAllButton)),
-    suggestKeep ? null : el("p", { class: "hint" }, "Similar photos, perhaps not copies: choose the one to keep, or keep all."),
+    group.reason ? el("p", { class: "reason muted" }, group.reason) : null,
+    suggest ? null : el("p", { class: "hint" }, "Similar photos, perhaps not copies: choose the one to keep, or keep all."),
     row,
     status,
   );
