@@ -627,21 +627,22 @@ def test_listing_filters_by_label_and_name(sample_settings: Settings, embedder: 
         assert index.list_images(0, 50, label="espresso", name="cat") == (0, [])
 
 
-def test_a_thumbnail_made_while_its_image_is_deleted_does_not_stay_on_disk(
+def test_a_thumbnail_made_while_its_image_is_purged_does_not_stay_on_disk(
     sample_settings: Settings, embedder: CountingEmbedder
 ) -> None:
     with open_index(sample_settings, embedder) as index:
         info = index.resolve_ref("coffee.jpg")
+        index.delete(info.id)  # in the trash: its thumbnail is still shown there
         read_blob = index.store.read_blob
 
-        def read_then_deleted(sha256: str) -> bytes:
-            # The window made deterministic: the delete commits (and removes the thumbnail, none yet) after the
+        def read_then_purged(sha256: str) -> bytes:
+            # The window made deterministic: the purge commits (and removes the thumbnail, none yet) after the
             # bytes were read and before the thumbnail is kept.
             data = read_blob(sha256)
-            index.delete(info.id)
+            index.purge(info.id)
             return data
 
-        index.store.read_blob = read_then_deleted  # type: ignore[method-assign]
+        index.store.read_blob = read_then_purged  # type: ignore[method-assign]
         with pytest.raises(UnknownReference):
             index.thumbnail(info.id)
         index.store.read_blob = read_blob  # type: ignore[method-assign]

@@ -99,21 +99,21 @@ def test_the_page_asks_once_then_no_request_url_or_header_carries_the_key(
     assert "s3cret" not in log and "/session" in log
 
 
-def test_a_read_key_that_tries_to_delete_is_asked_for_a_write_key(locked_page: Page, locked_site: LockedSite) -> None:
+def test_a_read_key_that_tries_to_move_an_image_to_the_trash_is_asked_for_a_write_key(
+    locked_page: Page, locked_site: LockedSite
+) -> None:
     page = locked_page
     page.goto("/library")
     enter_key(page, READ_KEY)
     expect(page.locator("#key-controls .key-scope")).to_have_text("read key")
     page.goto(f"/library/{locked_site.ids['rocket.jpg']}")
-    page.get_by_role("button", name="Delete…").click()
-    page.locator("#confirm-dialog").get_by_role("button", name="Delete").click()
+    page.get_by_role("button", name="Move to the trash").click()
     expect(page.locator("#api-key-prompt .prompt-text")).to_contain_text("use a write key")
     expect(page.locator(".status.error")).to_contain_text("write key")
     enter_key(page, WRITE_KEY)
     expect(page.locator("#key-controls .key-scope")).to_have_text("write key")
-    page.get_by_role("button", name="Delete…").click()
-    page.locator("#confirm-dialog").get_by_role("button", name="Delete").click()
-    expect(page.locator("#detail .message.ok")).to_contain_text("Deleted rocket.jpg")
+    page.get_by_role("button", name="Move to the trash").click()
+    expect(page.locator("#status")).to_contain_text("Moved rocket.jpg to the trash")
     listing = httpx.get(f"{locked_site.url}/images", headers={"X-API-Key": READ_KEY}).json()
     assert "rocket.jpg" not in [item["filename"] for item in listing["items"]]
 

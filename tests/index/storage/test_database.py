@@ -33,6 +33,9 @@ UNDO_0003 = (
     "ALTER TABLE images DROP COLUMN trashed_at",
     "ALTER TABLE image_names DROP COLUMN merged_from",
 )
+# What migration 0004 added; a database at 0002 has neither.
+UNDO_0004 = ("DROP TABLE pair_verdicts",)
+UNDO_SINCE_0002 = UNDO_0004 + UNDO_0003
 
 
 def alembic_version(url: str) -> str:
@@ -77,7 +80,7 @@ def test_a_sqlite_database_made_before_migrations_is_stamped_and_keeps_its_rows(
     db.commit()
     db.execute("DROP TABLE alembic_version")
     db.execute("DROP TABLE seen_files")
-    for statement in UNDO_0003:
+    for statement in UNDO_SINCE_0002:
         db.execute(statement)
     db.close()
 
@@ -102,7 +105,7 @@ def test_a_database_at_revision_0001_is_upgraded_and_keeps_its_rows(tmp_path: Pa
     image_id = store.insert([new_image(1, "kept.png")], "m", "w")[f"{1:064x}"][0]
     store.close()
     db = sqlite3.connect(data_dir / "imgsim.sqlite3")
-    for statement in UNDO_0003:
+    for statement in UNDO_SINCE_0002:
         db.execute(statement)
     db.execute("DROP TABLE seen_files")
     db.execute("DROP INDEX ix_images_id")
@@ -132,7 +135,7 @@ def test_a_database_at_revision_0002_gains_the_trash_and_decisions_and_keeps_its
     image_id = store.insert([new_image(1, "kept.png", "/photos/kept.png")], "m", "w")[f"{1:064x}"][0]
     engine = store.engine
     with engine.begin() as conn:  # back to 0002's tables, as a database made before 0003 has them
-        for statement in UNDO_0003:
+        for statement in UNDO_SINCE_0002:
             conn.exec_driver_sql(statement)
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0002'")
     rendered = engine.url.render_as_string(hide_password=False)
@@ -144,6 +147,7 @@ def test_a_database_at_revision_0002_gains_the_trash_and_decisions_and_keeps_its
         assert alembic_version(rendered) == HEAD_REVISION
         columns = {c["name"] for c in inspect(reopened.engine).get_columns("images")}
         assert "trashed_at" in columns
+        assert "pair_verdicts" in set(inspect(reopened.engine).get_table_names())
         assert "ix_images_trashed_at" in {i["name"] for i in inspect(reopened.engine).get_indexes("images")}
         info = reopened.get(image_id)
         assert info is not None and info.trashed_at is None
