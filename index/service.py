@@ -26,6 +26,7 @@ from index.duplicates.decisions import Decision, describe
 from index.duplicates.verifier import PairVerifier, StoredVerdicts
 from index.errors import ImageInTrash, InvalidArgument, ModelMismatch, StorageError, UnknownReference
 from index.ingest import Ingestor, IngestResult, list_image_files
+from index.model.allocator import release_large_buffers
 from index.model.embedder import Embedder
 from index.model.imaging import DecodeBudget
 from index.model.registry import Prediction
@@ -86,6 +87,7 @@ class ImageIndex:
         try:
             remove_temporary_files(settings.data_dir)
             self.store = ImageStore(settings.data_dir, settings.database_url, settings.blob_url)
+            release_large_buffers()  # or the budget would not bound what stays resident
             self.decode_budget = DecodeBudget.from_settings(settings, wait_s=decode_wait_s)
             self.thumbnails = ThumbnailCache(
                 settings.data_dir, max_pixels=settings.max_image_pixels, budget=self.decode_budget
@@ -113,7 +115,13 @@ class ImageIndex:
                 self.decode_budget,
             )
             space = DuplicateSpace.of(self.embedder.embedding, self.vectors.meta.dim, self.embedder.spec.num_classes)
-            self.verifier = PairVerifier(self.store.read_blob, StoredVerdicts(self.store), workers=self.workers)
+            self.verifier = PairVerifier(
+                self.store.read_blob,
+                StoredVerdicts(self.store),
+                workers=self.workers,
+                max_pixels=settings.max_image_pixels,
+                budget=self.decode_budget,
+            )
             self.searcher = Searcher(self.store, self.vectors, self.ingestor.embed, space, self.verifier)
             self._space = space
             vectors = self.vectors

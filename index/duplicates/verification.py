@@ -38,8 +38,12 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps
 
+from index.errors import ImageDecodeError
+from index.model.imaging import DEFAULT_BUDGET, DecodeBudget, decode_memory, decode_upright, open_image
+
+DEFAULT_MAX_PIXELS = 200_000_000  # the images verified are stored ones: they passed the service's own limit
 # Changed whenever the evidence or its thresholds change: stored verdicts of another version are redone.
-VERSION = "orb-flow-1"
+VERSION = "orb-flow-2"
 
 SIDE = 320  # longer side of the compared images, px
 FEATURES = 1000  # ORB keypoints per image (and as many again mirrored)
@@ -118,27 +122,25 @@ def _cv2() -> Any:
     return cv2
 
 
-def decode_grey(data: bytes, side: int = SIDE) -> NDArray[np.uint8]:
-    """The image upright (EXIF), in greyscale, shrunk so its longer side is at most `side`."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        opened = Image.open(io.BytesIO(data))
-        if opened.format in ("JPEG", "MPO"):
-            opened.draft("L", (side, side))  # DCT-domain downscale: a fraction of a full decode
-        img: Image.Image = ImageOps.exif_transpose(opened) or opened
-        if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-            arr = np.asarray(img, dtype=np.float32)
-            lo, hi = float(arr.min()), float(arr.max())
-            img = Image.fromarray(((arr - lo) * (255.0 / max(hi - lo, 1e-6))).astype(np.uint8), "L")
-        elif img.mode in ("RGBA", "LA", "PA", "P"):
-            rgba = img.convert("RGBA")
-            img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-        img = img.convert("L")
-        w, h = img.size
+def decode_grey(
+    data: bytes, max_pixels: int, budget: DecodeBudget | None = None, side: int = SIDE
+) -> NDArray[np.uint8]:
+    """The image upright (EXIF), in greyscale, shrunk so its longer side is at most `side`: decoded as every
+    image is (`decode_upright`: the pixel limit, the decode budget and deadline), a JPEG at a reduced scale.
+
+    Raises:
+        ImgsimError: see `decode_upright`.
+    """
+
+    def shrink(img: Image.Image) -> NDArray[np.uint8]:
+        grey = img.convert("L")
+        w, h = grey.size
         scale = side / max(w, h)
         if scale < 1:
-            img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BOX)
-    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+            grey = grey.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BOX)
+        return np.ascontiguousarray(np.asarray(grey, dtype=np.uint8))
+
+    return decode_upright(data, max_pixels, shrink, draft_size=side, budget=budget)[2]
 
 
 def effective_detail(grey: NDArray[np.uint8]) -> float:
@@ -180,13 +182,13 @@ def _compression_detail(data: bytes, grey: NDArray[np.uint8]) -> float:
 _JPEG_COARSE_MEAN = 60.0
 
 
-def prepare(data: bytes) -> Prepared:
+def prepare(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, budget: DecodeBudget | None = None) -> Prepared:
     """Decode and describe one image for `verify` (about 10 ms for a photo on one core).
 
     Raises:
-        OSError, ValueError: the bytes do not decode (callers verify only stored, decodable images).
+        ImgsimError: the bytes do not decode, or not now (see `decode_upright`).
     """
-    grey = decode_grey(data)
+    grey = decode_grey(data, max_pixels, budget)
     mirrored = np.ascontiguousarray(grey[:, ::-1])
     detector = _detector()
     kp, des = detector.detectAndCompute(grey, None)
@@ -391,6 +393,11 @@ def verify(a: Prepared, b: Prepared) -> Evidence:
             if result[1] is not None and (best[1] is None or result[1] < best[1]):
                 best = result
         copy, flow, spread = best
+        if not copy:
+            # Resized to a slightly other aspect (rounding), which a similarity cannot model: the same framing.
+            framed, framed_flow = _same_framing(a, b, found.mirrored)
+            if framed:
+                return Evidence(True, "framing", found.inliers, framed_flow, mirrored=found.mirrored)
         return Evidence(
             copy, "aligned" if copy else "none", found.inliers, flow, spread, scale, rotation, found.mirrored
         )
@@ -422,7 +429,7 @@ def _same_framing(a: Prepared, b: Prepared, mirrored: bool) -> tuple[bool, float
     return flow is not None and flow <= MAX_FLOW_PX, flow
 
 
-MIN_FRAMING_CORRELATION = 0.5
+MIN_FRAMING_CORRELATION = 0.9
 
 
 def _layout_correlation(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> float:
@@ -436,23 +443,40 @@ def _layout_correlation(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> float:
     return float((x * y).sum() / max(float(np.sqrt((x * x).sum() * (y * y).sum())), 1e-6))
 
 
-def decoded_pixels(data: bytes) -> tuple[tuple[int, int], str, bytes]:
-    """(size, mode, pixels) of the image as shown: decoded in full, upright per EXIF orientation."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        opened = Image.open(io.BytesIO(data))
-        img: Image.Image = ImageOps.exif_transpose(opened) or opened
-        if img.mode not in ("1", "L", "RGB", "RGBA", "I;16", "I", "F"):
-            img = img.convert("RGBA" if "A" in img.mode or img.mode == "P" else "RGB")
-        return img.size, img.mode, img.tobytes()
+def decoded_pixels(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, budget: DecodeBudget | None = None
+) -> tuple[tuple[int, int], str, bytes]:
+    """(size, mode, pixels) of the image as shown: decoded in full (in its own mode: 16 bits stay 16 bits),
+    upright per EXIF orientation, within the decode budget.
+
+    Raises:
+        ImgsimError: see `open_image`; DecodeBudgetExceeded, DecodeBusy.
+    """
+    img = open_image(data, max_pixels)
+    with (budget or DEFAULT_BUDGET).reserve(2 * decode_memory(img, data), f"{img.width}x{img.height} {img.format}"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                upright: Image.Image = ImageOps.exif_transpose(img) or img
+                if upright.mode not in ("1", "L", "RGB", "RGBA", "I;16", "I", "F"):
+                    upright = upright.convert("RGBA" if "A" in upright.mode or upright.mode == "P" else "RGB")
+                return upright.size, upright.mode, upright.tobytes()
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise ImageDecodeError(f"corrupt or truncated image: {exc}") from exc
 
 
-def pixels_identical(a: bytes, b: bytes) -> bool:
-    """Whether the two decode to the same pixels after EXIF orientation (only metadata or encoding differ)."""
+def pixels_identical(
+    a: bytes, b: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, budget: DecodeBudget | None = None
+) -> bool:
+    """Whether the two decode to the same pixels after EXIF orientation (only metadata or encoding differ).
+
+    Raises:
+        ImgsimError: either does not decode, or not now.
+    """
     if a == b:
         return True
-    size_a, mode_a, pixels_a = decoded_pixels(a)
-    size_b, mode_b, pixels_b = decoded_pixels(b)
+    size_a, mode_a, pixels_a = decoded_pixels(a, max_pixels, budget)
+    size_b, mode_b, pixels_b = decoded_pixels(b, max_pixels, budget)
     if size_a != size_b:
         return False
     if mode_a != mode_b:

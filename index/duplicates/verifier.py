@@ -14,6 +14,8 @@ from typing import Protocol
 
 from index.duplicates import verification
 from index.duplicates.verification import NO_EVIDENCE, Evidence, Prepared
+from index.errors import ImgsimError
+from index.model.imaging import DecodeBudget
 from index.storage.store import ImageStore
 
 log = logging.getLogger(__name__)
@@ -74,8 +76,12 @@ class PairVerifier:
         verdicts: Verdicts | None = None,
         workers: int = 0,
         cache_bytes: int = PREPARED_CACHE_BYTES,
+        max_pixels: int = verification.DEFAULT_MAX_PIXELS,
+        budget: DecodeBudget | None = None,
     ) -> None:
         self.read_bytes = read_bytes
+        self.max_pixels = max_pixels
+        self.budget = budget
         self.verdicts: Verdicts = verdicts or MemoryVerdicts()
         self.workers = workers or max(1, min(8, os.cpu_count() or 1))
         self._cache_bytes = cache_bytes
@@ -92,8 +98,8 @@ class PairVerifier:
                 self._prepared.move_to_end(sha)
                 return self._prepared[sha]
         try:
-            prepared: Prepared | None = verification.prepare(self.read_bytes(sha))
-        except (OSError, ValueError, SyntaxError) as exc:  # the bytes are gone or no longer decode: no evidence
+            prepared: Prepared | None = verification.prepare(self.read_bytes(sha), self.max_pixels, self.budget)
+        except (OSError, ImgsimError) as exc:  # the bytes are gone, no longer decode, or not now: no evidence
             log.warning("cannot verify image %s: %s", sha[:12], exc)
             return None
         with self._lock:
@@ -150,16 +156,16 @@ class PairVerifier:
         if not verification.nearly_equal(pa, pb):
             return NO_EVIDENCE
         try:
-            same = verification.pixels_identical(self.read_bytes(a), self.read_bytes(b))
-        except (OSError, ValueError, SyntaxError):
+            same = verification.pixels_identical(self.read_bytes(a), self.read_bytes(b), self.max_pixels, self.budget)
+        except (OSError, ImgsimError):
             return UNREADABLE
         return Evidence(True, "identical pixels") if same else NO_EVIDENCE
 
     def against(self, data: bytes, shas: Sequence[str]) -> list[Evidence]:
         """Whether an image that need not be stored (`data`) is a copy of each stored one (for search)."""
         try:
-            query = verification.prepare(data)
-        except (OSError, ValueError, SyntaxError):
+            query = verification.prepare(data, self.max_pixels, self.budget)
+        except (OSError, ImgsimError):
             return [NO_EVIDENCE for _ in shas]
 
         def one(sha: str) -> Evidence:

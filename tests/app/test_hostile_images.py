@@ -151,19 +151,28 @@ def test_ten_concurrent_hostile_requests_stay_under_two_gigabytes_above_idle(
     files = [(name, make()) for name, make in HOSTILE_FILES.items()]
     answers: list[httpx.Response] = []
 
-    def send(n: int) -> None:
-        pair = [("files", files[n % len(files)]), ("files", files[(n + 1) % len(files)])]
+    def send(n: int, pool: list[tuple[str, bytes]]) -> None:
+        pair = [("files", pool[n % len(pool)]), ("files", pool[(n + 1) % len(pool)])]
         answers.append(httpx.post(f"{url}/embed", files=pair, timeout=300))
 
-    time.sleep(0.5)
-    with PeakMemory(process) as memory:
-        threads = [threading.Thread(target=send, args=(n,)) for n in range(10)]
+    def ten_at_once(pool: list[tuple[str, bytes]]) -> None:
+        threads = [threading.Thread(target=send, args=(n, pool)) for n in range(10)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-    # Before the decode budget: +12.6 GB for these ten requests (+4.9 GB for three of them).
-    assert memory.added < 2 * GIGABYTE, f"+{memory.added / 1e6:.0f} MB"
+
+    # Ordinary photos first, as many requests at once: the model's batches at their largest are not the hostile
+    # files' cost.
+    ten_at_once([(name, (IMAGES_DIR / name).read_bytes()) for name in ("cat.png", "coffee.jpg", "rocket.jpg")])
+    assert all(response.status_code == 200 for response in answers)
+    answers.clear()
+    time.sleep(0.5)
+    with PeakMemory(process) as memory:
+        ten_at_once(files)
+    # Before the decode budget: +12.6 GB for these ten requests (+4.9 GB for three of them); with the budget
+    # (1 GiB) but glibc's dynamic mmap threshold, +1.9 to 2.2 GB (freed buffers kept in the threads' arenas).
+    assert memory.added < 1.5 * GIGABYTE, f"+{memory.added / 1e6:.0f} MB"
     assert len(answers) == 10
     for response in answers:
         assert response.status_code in (200, 503), response.text

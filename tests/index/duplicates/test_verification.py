@@ -151,6 +151,22 @@ def test_distinct_photos_have_no_evidence() -> None:
     assert not verify(a, b).copy and not verify(b, a).copy
 
 
+def test_smooth_pictures_with_no_features_are_copies_only_when_their_layouts_agree() -> None:
+    # Blurred colour fields: too few features to align, so only the same framing can prove a copy; a dense flow
+    # bends one smooth field onto another, so two different layouts must not get that far.
+    rng = np.random.default_rng(7)
+    fields = [
+        Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize((160, 120), Image.Resampling.BILINEAR)
+        for _ in range(24)
+    ]
+    prepared = [prepare(_jpeg(f, 95)) for f in fields]
+    for n, a in enumerate(prepared):
+        for b in prepared[n + 1 :]:
+            assert not verify(a, b).copy
+    resized = prepare(_jpeg(fields[0].resize((120, 90), Image.Resampling.LANCZOS), 80))
+    assert verify(prepared[0], resized).copy
+
+
 def _with_exif(jpeg: bytes) -> bytes:
     exif = Image.Exif()
     exif[0x010F] = "test camera"
