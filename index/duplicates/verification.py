@@ -6,8 +6,9 @@ this" from "a copy of this photo". A candidate pair is therefore checked on its 
 1. Local features (ORB, on greyscale images with the longer side at `SIDE` px) are matched between the two
    images, the second also mirrored, and a similarity transform (scale, rotation, translation) is fitted with
    RANSAC: every edit a copy goes through (resize, crop, small rotation, mirror, border, a screenshot of it)
-   keeps such a transform exact. When too few features match (flat images, heavy blur), the plain and the
-   mirrored framing are tried as they are.
+   keeps such a transform exact. When too few features match (flat images, heavy blur), or the transform
+   found does not hold (a resize whose rounding changed the aspect a little), the plain and the mirrored
+   framing are tried as they are, if the two layouts agree at 32 px (`MIN_FRAMING_CORRELATION`).
 2. One image is warped onto the other and both are compared at the finest scale the blurrier of the two
    still holds (a copy shrunk to 64 px is compared at about 64 px). After local contrast normalisation
    (brightness, contrast, colour and greyscale changes do not count), a dense optical flow (DIS) measures how
