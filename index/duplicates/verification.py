@@ -274,8 +274,10 @@ def _residual_flow(
     w = np.where(valid, warped, target).astype(np.float32)
     nt, nw = _normalised(t), _normalised(w)
     h, width = target.shape
+    if min(h, width) < _MIN_FLOW_SIDE:
+        return None  # too small to tell anything (and below what the flow accepts)
     if factor > 1.2:
-        size = (max(8, round(width / factor)), max(8, round(h / factor)))
+        size = (max(_MIN_FLOW_SIDE, round(width / factor)), max(_MIN_FLOW_SIDE, round(h / factor)))
         nt = cv2.resize(nt, size, interpolation=cv2.INTER_AREA)
         nw = cv2.resize(nw, size, interpolation=cv2.INTER_AREA)
         t = cv2.resize(t, size, interpolation=cv2.INTER_AREA)
@@ -303,6 +305,7 @@ def _residual_flow(
 
 
 _FLOW_SAMPLES = 6000
+_MIN_FLOW_SIDE = 12  # DIS needs 12 px
 MIN_MATCHED = 0.6  # share of the textured overlap that must find itself in the other image
 _MATCH_LEVELS = 24.0  # normalised grey levels (half a local standard deviation)
 

@@ -167,6 +167,22 @@ def test_smooth_pictures_with_no_features_are_copies_only_when_their_layouts_agr
     assert verify(prepared[0], resized).copy
 
 
+@pytest.mark.parametrize("size", [(10, 10), (400, 9), (9, 300), (30, 20)])
+def test_images_of_a_few_pixels_are_compared_without_an_error(size: tuple[int, int]) -> None:
+    photo = _photo("coffee.jpg")
+    small, twice = (
+        prepare(_png(photo.resize(s, Image.Resampling.LANCZOS))) for s in (size, (size[0] * 2, size[1] * 2))
+    )
+    verify(small, twice), verify(twice, small)  # no error (below 12 px the dense flow refuses to run)
+    assert verify(small, small).copy == (min(size) >= 12)
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
 def _with_exif(jpeg: bytes) -> bytes:
     exif = Image.Exif()
     exif[0x010F] = "test camera"
