@@ -370,12 +370,17 @@ def search_quality(items: Sequence[Item], all_index: ImageIndex, all_ids: Sequen
             hits = orig_index.search_vector(vector, k=10, source=source)
             correct[it.edit or ""].append(bool(hits) and hits[0].image.id == target_of[it.capture])
         search_seconds = (time.perf_counter() - started) / max(1, len(edits))
-        group_of = {image_id: it.group for it, image_id in zip(originals, orig_ids, strict=True)}
+    # Super-class precision among the ImageNet photos alone, as the model's own evaluation measures it (the
+    # multiview photos belong to no super-class).
+    photos = [it for it in originals if it.source == "imagenet"]
+    photo_index, photo_ids = open_cached(photos, seed, "imagenet")
+    with photo_index:
+        group_of = {image_id: it.group for it, image_id in zip(photos, photo_ids, strict=True)}
         shares = []
-        for it, image_id in zip(originals, orig_ids, strict=True):
+        for it, image_id in zip(photos, photo_ids, strict=True):
             if it.group is None:
                 continue
-            _, hits = orig_index.search_by_ref(str(image_id), k=PRECISION_AT)
+            _, hits = photo_index.search_by_ref(str(image_id), k=PRECISION_AT)
             shares.append(np.mean([group_of.get(h.image.id) == it.group for h in hits]))
     flat = [c for v in correct.values() for c in v]
     return {

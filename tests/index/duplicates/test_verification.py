@@ -167,6 +167,15 @@ def test_smooth_pictures_with_no_features_are_copies_only_when_their_layouts_agr
     assert verify(prepared[0], resized).copy
 
 
+@pytest.mark.parametrize(("degrees", "copy"), [(20, True), (-30, True), (90, False), (180, False)])
+def test_a_copy_is_rotated_a_little_not_turned_over(degrees: int, copy: bool) -> None:
+    # A fit that turns one image over (or shrinks it onto a few pixels of the other) is what chance matches
+    # between two different photos give; the edits of a copy rotate it by a few degrees.
+    photo = _photo("camera.jpg")
+    turned = prepare(_jpeg(photo.rotate(degrees, Image.Resampling.BICUBIC, expand=True)))
+    assert verify(prepare(_jpeg(photo)), turned).copy is copy
+
+
 @pytest.mark.parametrize("size", [(10, 10), (400, 9), (9, 300), (30, 20)])
 def test_images_of_a_few_pixels_are_compared_without_an_error(size: tuple[int, int]) -> None:
     photo = _photo("coffee.jpg")
