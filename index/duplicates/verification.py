@@ -16,8 +16,10 @@ this" from "a copy of this photo". A candidate pair is therefore checked on its 
    transform puts it: the flow is a fraction of a pixel everywhere but where an overlay covers the picture. A
    separate capture, even of a flat object from almost the same place, has perspective, parallax and lens
    differences that the similarity transform cannot absorb: its flow is pixels, not fractions of one.
-3. The matched points must also spread over the overlap (their convex hull a share of it), so that a shared
-   caption or logo over two different photos is not taken for a copy.
+3. The matched points must also spread over the overlap (their convex hull a share of it), and the overlap
+   must cover most of the smaller image, so that a shared caption or logo over two different photos (even one
+   at the top of one and at the bottom of the other, which a shift lays over each other alone) is not taken
+   for a copy.
 
 Both directions are tried (A onto B and B onto A); either passing is a copy. `tests/benchmarks/duplicates_eval.py`
 measures this on distinct photos, separate captures of one object and edited copies, and the thresholds below
@@ -44,7 +46,7 @@ from index.model.imaging import DEFAULT_BUDGET, DecodeBudget, decode_memory, dec
 
 DEFAULT_MAX_PIXELS = 200_000_000  # the images verified are stored ones: they passed the service's own limit
 # Changed whenever the evidence or its thresholds change: stored verdicts of another version are redone.
-VERSION = "orb-flow-3"
+VERSION = "orb-flow-4"
 
 SIDE = 320  # longer side of the compared images, px
 FEATURES = 1000  # ORB keypoints per image (and as many again mirrored)
@@ -55,6 +57,9 @@ MIN_INLIERS = 8
 # overlap, in pixels at the compared scale, and the share of the overlap the matched points span.
 MAX_FLOW_PX = 0.30
 MIN_SPREAD = 0.10
+# A copy lies over most of the other image (a crop inside its original, a photo inside its screenshot): two
+# photos that share only a strip (a caption band at the top of one, at the bottom of the other) are not copies.
+MIN_OVERLAP = 0.5
 MIN_TEXTURED_PX = 300  # textured overlap needed at the full scale (fewer: no evidence either way)
 # The effective resolution of an image: the largest downscale factor it survives almost unchanged.
 _DETAIL_FACTORS = (1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
@@ -371,14 +376,15 @@ def _check(
     warped = cv2.warpAffine(source_grey, transform, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
     valid = cv2.warpAffine(np.full(source_grey.shape, 255, np.uint8), transform, (w, h), flags=cv2.INTER_NEAREST) > 0
     overlap = int(valid.sum())
-    if overlap < MIN_TEXTURED_PX:
+    scale = math.hypot(transform[0, 0], transform[1, 0])
+    smaller = min(h * w, source_grey.size * scale * scale)
+    if overlap < MIN_TEXTURED_PX or overlap < MIN_OVERLAP * smaller:
         return False, None, None
     spread = None
     if target_points is not None:
         spread = float(cv2.contourArea(cv2.convexHull(target_points)) / overlap)
         if spread < MIN_SPREAD:
             return False, None, spread
-    scale = math.hypot(transform[0, 0], transform[1, 0])
     factor = max(target.detail, source_detail * scale, 1.0)
     flow = _residual_flow(target.grey, warped, valid, factor)
     return flow is not None and flow <= MAX_FLOW_PX, flow, spread

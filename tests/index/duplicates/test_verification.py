@@ -146,6 +146,21 @@ def test_two_different_photos_under_the_same_caption_are_not_copies() -> None:
     assert not verify(*captioned).copy
 
 
+def test_two_different_photos_whose_caption_bands_lie_over_each_other_only_when_shifted_are_not_copies() -> None:
+    captioned = []
+    # The band at the top of one and at the bottom of the other: a shift lays the two bands over each other
+    # exactly, and nothing else of the two photos.
+    for name, top in (("coffee.jpg", 0), ("camera.jpg", 240 - 48)):
+        img = _photo(name).resize((320, 240))
+        draw = ImageDraw.Draw(img)
+        draw.rectangle((0, top, 320, top + 48), fill=(0, 0, 0))
+        draw.text((4, top + 8), "SAMPLE COPYRIGHT 2026 " * 4, fill=(255, 255, 255))
+        draw.text((4, top + 30), "2026 HOLIDAY PHOTOS " * 4, fill=(255, 255, 255))
+        captioned.append(prepare(_jpeg(img)))
+    assert not verify(*captioned).copy
+    assert not verify(*reversed(captioned)).copy
+
+
 def test_distinct_photos_have_no_evidence() -> None:
     a, b = (prepare((IMAGES_DIR / n).read_bytes()) for n in ("astronaut.jpg", "coffee.jpg"))
     assert not verify(a, b).copy and not verify(b, a).copy
