@@ -234,17 +234,33 @@ def test_a_middle_image_kept_gathers_both_ends() -> None:
     assert [(keep, sorted(i for i, _ in members)) for keep, members in groups] == [(2, [1, 2, 3])]
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw"])
-def test_candidate_pairs_match_an_exact_comparison_of_every_pair(kind: str) -> None:
+@pytest.mark.parametrize("search", ["flat", "hnsw", "cells"])
+def test_candidate_pairs_match_an_exact_comparison_of_every_pair(search: str) -> None:
     rng = np.random.default_rng(7)
     centres = unit_vectors(40, 32, seed=1)
     members = np.repeat(centres, 3, axis=0) + rng.normal(0, 0.08, (120, 32)).astype(np.float32)
     members /= np.linalg.norm(members, axis=1, keepdims=True)
-    vectors = VectorIndex(IndexMeta("test", 32, kind))
+    vectors = VectorIndex(IndexMeta("test", 32, "flat" if search == "cells" else search))
     vectors.add(np.arange(1, 121), members.astype(np.float32))
     space = DuplicateSpace(32, 32, 0.0, DuplicateLevels(0.99, 0.9, 0.8))
-    a, b, s = find_pairs(vectors, space, 0.9)
+    a, b, s = find_pairs(vectors, space, 0.9, cells=search == "cells")
     sims = members @ members.T
     expected = {(i + 1, j + 1) for i, j in zip(*np.nonzero(np.triu(sims >= 0.9, k=1)), strict=True)}
     assert set(zip(a.tolist(), b.tolist(), strict=True)) == expected
     np.testing.assert_allclose(s, [sims[i - 1, j - 1] for i, j in zip(a, b, strict=True)], atol=1e-5)
+
+
+def test_a_pass_joining_cells_leaves_out_removed_images_and_those_not_asked_for() -> None:
+    rng = np.random.default_rng(3)
+    centres = unit_vectors(60, 48, seed=2)
+    members = np.repeat(centres, 2, axis=0) + rng.normal(0, 0.02, (120, 48)).astype(np.float32)
+    members /= np.linalg.norm(members, axis=1, keepdims=True)
+    vectors = VectorIndex(IndexMeta("test", 48, "hnsw"))
+    vectors.add(np.arange(1, 121), members.astype(np.float32))
+    space = DuplicateSpace(48, 48, 0.0, DuplicateLevels(0.99, 0.9, 0.8))
+    everything = set(zip(*(x.tolist() for x in find_pairs(vectors, space, 0.9, cells=True)[:2]), strict=True))
+    assert everything == {(i, i + 1) for i in range(1, 121, 2)}
+    vectors.remove(np.array([1, 3]))
+    among = set(range(1, 61))
+    a, b, _ = find_pairs(vectors, space, 0.9, among=among, cells=True)
+    assert set(zip(a.tolist(), b.tolist(), strict=True)) == {(i, i + 1) for i in range(5, 61, 2)}
