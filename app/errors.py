@@ -20,9 +20,11 @@ from index.errors import (
     DecodeBusy,
     ImageDecodeError,
     ImageInTrash,
+    ImageInUse,
     ImageTooComplex,
     ImageTooLarge,
     ImgsimError,
+    IngestConflict,
     InvalidArgument,
     ModelMismatch,
     NotInTrash,
@@ -53,6 +55,9 @@ STATUS_BY_ERROR: dict[type[ImgsimError], int] = {
     ImageInTrash: 404,
     NotInTrash: 404,
     AmbiguousReference: 409,
+    # A purge and an ingest of the same bytes at once: one of the two is refused whole, and retrying works.
+    ImageInUse: 409,
+    IngestConflict: 409,
     # Configuration problems of the server itself (they stop it at start), never the client's fault.
     ModelMismatch: 503,
     UnknownModel: 503,
@@ -90,7 +95,7 @@ class ErrorOut(BaseModel):
 _DESCRIPTIONS = {
     400: "Malformed request (e.g. a multipart body that cannot be parsed)",
     404: "Unknown image, reference or decision (or, where only a live image will do, one in the trash)",
-    409: "The reference names several images",
+    409: "The reference names several images, or a purge met an ingest of the same image: retry",
     413: "Request body too large, or the image has too many pixels or would need too much memory to decode",
     415: "Unsupported image format",
     422: "Invalid argument, not a readable image, or one too costly to decode (scans, time)",

@@ -144,6 +144,12 @@ class Settings(BaseSettings):
     min_body_rate: int = Field(
         default=10_000, ge=0, description="Bytes per second a request body must average (after header_timeout_s)."
     )
+    ingest_pause_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=60,
+        description="Testing only: seconds an ingest waits before and after it holds the stored content it found.",
+    )
 
 
 @lru_cache(maxsize=1)

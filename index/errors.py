@@ -40,6 +40,14 @@ class NotInTrash(UnknownReference):
     """Restoring or deleting for good asks for an image in the trash, and this one is not there."""
 
 
+class ImageInUse(ImgsimError):
+    """The image cannot be deleted for good right now: an ingest of its bytes is restoring it. Retry."""
+
+
+class IngestConflict(ImgsimError):
+    """Stored content the ingest counted on was deleted for good meanwhile; nothing was stored. Retry."""
+
+
 class AmbiguousReference(ImgsimError):
     """A file name matches more than one stored image."""
 

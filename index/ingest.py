@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +151,28 @@ class Ingestor:
         read, known = self._read(sources, stats)
         if strict:
             raise_first([(item, item.error) for item in read if item.error is not None], read)
+        self._pause()
+        # The stored content found is named or restored at the end: a purge meanwhile would leave this ingest
+        # half done, so purges of it are refused until then (and one that came first fails this ingest before
+        # anything is stored).
+        with self.trash.keeping(known):
+            self._pause()
+            return self._store_chunk(read, known, stats, strict=strict, progress=progress)
+
+    def _pause(self) -> None:
+        """The test hook that widens the race windows (`ingest_pause_s`, 0 outside tests)."""
+        if self.settings.ingest_pause_s:
+            time.sleep(self.settings.ingest_pause_s)
+
+    def _store_chunk(
+        self,
+        read: list[ReadImage],
+        known: dict[str, int],
+        stats: dict[str, FileStat | None],
+        *,
+        strict: bool,
+        progress: Callable[[int], None] | None,
+    ) -> list[IngestResult]:
         by_sha: dict[str, IngestResult] = {}  # outcome per content, for every duplicate of it
         if known:
             predictions = self.store.predictions_of(list(known.values()))

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Collection, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from index.errors import InvalidArgument, UnknownReference
+from index.errors import ImageInUse, IngestConflict, InvalidArgument, UnknownReference
 from index.storage.datadir import storage_errors
 from index.storage.store import ImageInfo, ImageStore
 from index.storage.thumbnail_cache import ThumbnailCache
@@ -35,6 +37,31 @@ class Trash:
         self.vectors = vectors
         self.thumbnails = thumbnails
         self._write_lock = write_lock
+        # Ids an ingest found stored and is about to name or restore: a purge leaves them alone meanwhile.
+        self._kept: Counter[int] = Counter()
+
+    @contextmanager
+    def keeping(self, known: Mapping[str, int]) -> Iterator[None]:
+        """While the block runs, no purge deletes the stored images `known` (sha256 -> id) an ingest counts on.
+
+        Raises:
+            IngestConflict: one of them was purged since it was looked up (nothing is kept for the block).
+        """
+        ids = list(known.values())
+        with self._write_lock:
+            still = self.store.ids_by_sha(known)
+            gone = sorted(i for sha, i in known.items() if still.get(sha) != i)
+            if gone:
+                raise IngestConflict(
+                    f"image {gone[0]} was deleted for good while this ingest ran; nothing was stored: retry"
+                )
+            self._kept.update(ids)
+        try:
+            yield
+        finally:
+            with self._write_lock:
+                self._kept.subtract(ids)
+                self._kept = +self._kept
 
     def move(self, image_id: int) -> ImageInfo:
         """Move a live image to the trash. Returns it, with `trashed_at` set.
@@ -96,9 +123,12 @@ class Trash:
 
         Raises:
             UnknownReference: no such image (NotInTrash: it is live; only the trash is purged).
+            ImageInUse: an ingest of its bytes is restoring it right now (nothing changed).
             StorageError: the disk is full or failing.
         """
         with self._write_lock:
+            if self._kept[image_id]:
+                raise ImageInUse(f"image {image_id} is being ingested again right now: retry")
             with storage_errors(f"delete image {image_id}"):
                 info = self.store.purge(image_id)
             # Its vector left with the move to the trash; removed again in case a crash left it behind.
@@ -112,7 +142,7 @@ class Trash:
         for image_id in ids:
             try:
                 self.purge(image_id)
-            except UnknownReference:
+            except (UnknownReference, ImageInUse):  # restored or purged meanwhile, or being restored
                 continue
             purged += 1
         return purged
