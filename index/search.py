@@ -147,12 +147,31 @@ class Searcher:
             return []
         if len(self.vectors) == 0:
             return []
-        extra = DUPLICATE_CANDIDATES if self.duplicates is not None and source is not None else 0
-        if by_class is not None and classes is not None:
-            scores, ids = by_class.search_classes(query.reshape(1, -1), k + len(exclude) + extra, classes)
-        else:
-            scores, ids = self.vectors.search(query.reshape(1, -1), k + len(exclude) + extra, allowed)
-        pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and i not in exclude]
+        copies_first = self.duplicates is not None and source is not None
+        extra = DUPLICATE_CANDIDATES if copies_first else 0
+
+        def nearest(vector: NDArray[np.float32], n: int) -> list[tuple[int, float]]:
+            if by_class is not None and classes is not None:
+                scores, ids = by_class.search_classes(vector.reshape(1, -1), n, classes)
+            else:
+                scores, ids = self.vectors.search(vector.reshape(1, -1), n, allowed)
+            return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and i not in exclude]
+
+        pairs = nearest(query, k + len(exclude) + extra)
+        if copies_first and self.duplicates is not None and self.duplicates.dims < query.shape[-1]:
+            # A copy whose logits moved (a 64 px copy, a screenshot) can fall out of the whole vector's nearest:
+            # the features part alone finds it (zero logits: the stored vectors' inner product with this ranks by
+            # the features part's cosine), and it is verified with the rest, shown only if proven a copy.
+            features = np.zeros_like(query)
+            features[: self.duplicates.dims] = self.duplicates.part(query)
+            have = {i for i, _ in pairs}
+            found = [i for i, _ in nearest(features, VERIFIED_CANDIDATES + len(exclude)) if i not in have]
+            try:
+                stored = self._stored(found)
+            except KeyError:  # deleted meanwhile: not a candidate
+                stored = np.empty((0, query.shape[-1]), np.float32)
+                found = []
+            pairs += [(i, float(np.dot(query, v))) for i, v in zip(found, stored, strict=True)]
         infos = self.store.get_many([i for i, _ in pairs])
         metric_scores = scores_for_metric(np.array([s for _, s in pairs], np.float32), metric)
         # Vectors whose row is gone or in the trash (since the search started) are dropped, never returned.
@@ -162,6 +181,14 @@ class Searcher:
             if i in infos and infos[i].trashed_at is None
         ]
         return self._copies_first(query, hits, source)[:k]
+
+    def _stored(self, ids: list[int]) -> NDArray[np.float32]:
+        """The stored vectors of `ids` (KeyError for one that is gone)."""
+        if not ids:
+            return np.empty((0, self.vectors.meta.dim), np.float32)
+        if isinstance(self.vectors, VectorIndex):
+            return self.vectors.vectors_of(np.array(ids, np.int64))
+        return self.store.embeddings(ids, self.vectors.meta.dim)  # a vector server: the copies in the database
 
     def _copies_first(
         self, query: NDArray[np.float32], hits: list[SearchHit], source: QueryImage | None
@@ -174,11 +201,7 @@ class Searcher:
             return hits
         space = self.duplicates
         try:
-            ids = np.array([h.image.id for h in hits], np.int64)
-            if isinstance(self.vectors, VectorIndex):
-                stored = self.vectors.vectors_of(ids)
-            else:  # a vector server: the stored copies in the database
-                stored = self.store.embeddings(ids.tolist(), self.vectors.meta.dim)
+            stored = self._stored([h.image.id for h in hits])
         except KeyError:  # deleted meanwhile: no promotion rather than an error
             return hits
         sims = space.similarity(np.repeat(query.reshape(1, -1), len(hits), axis=0), stored)

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
+from index import search
 from index.config import Settings
 from index.duplicates import Criterion, DuplicateSpace, find_pairs, group_is_copies, group_pairs
 from index.errors import InvalidArgument
 from index.model.registry import EMBEDDINGS, DuplicateLevels, resolve_embedding
 from index.pipeline import ImageSource
+from index.search import QueryImage
 from index.service import ImageIndex
 from index.vectors.faiss_index import IndexMeta, VectorIndex
 from tests.conftest import IMAGES_DIR, CountingEmbedder, unit_vectors
@@ -118,6 +120,26 @@ def test_a_copy_of_a_stored_photo_ranks_first_in_search_and_says_so(
     assert not any(h.duplicate for h in hits[1:])
     _info, hits = index.search_by_ref("rocket.jpg", k=5)
     assert all(h.duplicate == (_original(h.image.filename) == "rocket") for h in hits)
+
+
+def test_a_copy_the_whole_vector_ranks_low_is_found_by_its_features_and_ranks_first(
+    edited_index: tuple[ImageIndex, dict[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index, ids = edited_index
+    monkeypatch.setattr(search, "DUPLICATE_CANDIDATES", 0)  # only the k asked for from the whole vector
+    data = _jpeg(Image.open(IMAGES_DIR / "coffee.jpg"), quality=30)
+    ((sha, vector, _),) = index.embed([ImageSource(name="query.jpg", data=data)])
+    # The query's features with another photo's logits (what a 64 px copy's blur does to what the model sees):
+    # by the whole vector that photo comes first.
+    dims = DuplicateSpace.of(resolve_embedding("default"), len(vector)).dims
+    rocket = index.store.embeddings([ids["rocket.jpg"]], vector.shape[0])[0]
+    crafted = np.concatenate(
+        [vector[:dims] / np.linalg.norm(vector[:dims]), rocket[dims:] / np.linalg.norm(rocket[dims:])]
+    )
+    crafted = (crafted / np.linalg.norm(crafted)).astype(np.float32)
+    assert index.search_vector(crafted, k=1)[0].image.id != ids["coffee.jpg"]
+    (hit,) = index.search_vector(crafted, k=1, source=QueryImage(sha, data))
+    assert hit.image.id == ids["coffee.jpg"] and hit.duplicate
 
 
 def test_exact_byte_copies_under_two_names_are_a_group(settings: Settings, embedder: CountingEmbedder) -> None:
