@@ -15,7 +15,7 @@ from app.lifecycle import close_index, lifespan, log_to_stderr, open_index
 from app.metrics import install_metrics
 from app.middleware import BodySizeLimit, NoSniff, SlowBodyGuard
 from app.origins import HostAllowList, SameOriginWrites
-from app.routes import compat, duplicates, images, inference, ingest, search, session, system, trash
+from app.routes import compat, duplicates, images, inference, ingest, labels, search, session, system, trash
 from app.strict import reject_unknown_parameters
 from app.web.pages import install_pages
 from index import __version__
@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None, *, standalone: bool = False) ->
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["X-API-Key", "Authorization", "Content-Type"],
         )
-    for module in (system, inference, ingest, search, images, duplicates, trash, session):
+    for module in (system, inference, ingest, search, images, labels, duplicates, trash, session):
         app.include_router(module.router)
     app.include_router(compat.router)
     # Before anything else: a request from a rebound name or another site's page goes no further.

@@ -263,6 +263,27 @@ class ImageList(BaseModel):
     items: list[ImageOut] = Field(description="This page, in id order")
 
 
+class LabelWordOut(BaseModel):
+    word: str = Field(description="A `label` filter value, lower case: a class name, synonym or WordNet word")
+    classes: int = Field(ge=1, description="How many ImageNet classes it names")
+
+
+class LabelWordList(BaseModel):
+    model_config = examples({"labels": [{"word": "dog", "classes": 118}, {"word": "dog sled", "classes": 1}]})
+
+    labels: list[LabelWordOut] = Field(description="Words starting with the prefix, then those with a later word so")
+
+
+class LibraryLabelOut(BaseModel):
+    label: str = Field(description="ImageNet class name (synonyms separated by commas)")
+    class_index: int = Field(ge=0, description="ImageNet-1k class index, 0..999")
+    images: int = Field(ge=1, description="Stored images (not in the trash) with it among their top predictions")
+
+
+class LibraryLabelList(BaseModel):
+    labels: list[LibraryLabelOut] = Field(description="The classes the library's images have, the most frequent first")
+
+
 class TrashList(BaseModel):
     total: int = Field(description="Number of images in the trash")
     offset: int = Field(description="Images skipped before this page")

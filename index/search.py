@@ -15,7 +15,8 @@ from index.duplicates.space import DuplicateSpace
 from index.duplicates.verification import Evidence
 from index.duplicates.verifier import PairVerifier
 from index.errors import AmbiguousReference, ImageInTrash, InvalidArgument, UnknownReference
-from index.model.registry import Prediction, imagenet_labels
+from index.model.registry import Prediction
+from index.model.words import vocabulary
 from index.pipeline import ImageSource
 from index.storage.store import ImageInfo, ImageStore
 from index.vectors import ClassFilteredSearch, VectorStore
@@ -51,20 +52,19 @@ VERIFIED_CANDIDATES = 6
 
 
 def resolve_label(label: str) -> set[int]:
-    """ImageNet class indices whose name matches `label` (case-insensitive; any synonym, or the full name).
+    """ImageNet class indices that `label` names: a class's full name or synonym, or a WordNet word of the class
+    or of one of its ancestors ("dog", "bird"), in any case, or a plural of one ("dogs").
 
     Raises:
-        InvalidArgument: no class has that name.
+        InvalidArgument: nothing is called that (the message suggests close words).
     """
-    wanted = label.strip().lower()
-    matches = {
-        i
-        for i, name in enumerate(imagenet_labels())
-        if wanted == name.lower() or wanted in (s.strip().lower() for s in name.split(","))
-    }
+    words = vocabulary()
+    matches = words.classes(label)
     if not matches:
-        raise InvalidArgument(f"no ImageNet class is called {label!r}")
-    return matches
+        close = words.close_to(label)
+        hint = f"; did you mean {', '.join(repr(w) for w in close)}?" if close else ""
+        raise InvalidArgument(f"no ImageNet class is called {label!r}, nor is any under a word so spelled{hint}")
+    return set(matches)
 
 
 def _live(info: ImageInfo, ref: str) -> ImageInfo:

@@ -29,7 +29,8 @@ from index.ingest import Ingestor, IngestResult, list_image_files
 from index.model.allocator import release_large_buffers
 from index.model.embedder import Embedder
 from index.model.imaging import DecodeBudget
-from index.model.registry import Prediction
+from index.model.registry import Prediction, imagenet_labels
+from index.model.words import LabelWord, vocabulary
 from index.pipeline import ImageSource, default_workers
 from index.rebuild import INDEX_FILE, build_vectors, choose_index_kind
 from index.search import QueryImage, Searcher, SearchHit, resolve_label
@@ -42,6 +43,13 @@ from index.vectors import VectorStore, close_vector_store
 from index.vectors.faiss_index import IndexFileError, IndexMeta, VectorIndex
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LibraryLabel:
+    label: str
+    class_index: int
+    images: int  # live images with it among their top predictions
 
 
 @dataclass(frozen=True)
@@ -436,12 +444,29 @@ class ImageIndex:
         ImageNet class, `name` those with a name containing it (ASCII letters in any case).
 
         Raises:
-            InvalidArgument: a bad page, or no ImageNet class called `label`.
+            InvalidArgument: a bad page, or a `label` that names no ImageNet class (see `resolve_label`).
         """
         if offset < 0 or not 1 <= limit <= 1000:
             raise InvalidArgument("offset must be >= 0 and limit between 1 and 1000")
         classes = resolve_label(label) if label else None
         return self.store.count_images(classes, name), self.store.list_images(offset, limit, classes, name)
+
+    def label_words(self, prefix: str = "", limit: int = 20) -> list[LabelWord]:
+        """Words a label filter accepts that start with `prefix` (or have a later word that does), with how many
+        ImageNet classes each names, for autocomplete.
+
+        Raises:
+            InvalidArgument: a bad limit.
+        """
+        if not 1 <= limit <= 1000:
+            raise InvalidArgument("limit must be between 1 and 1000")
+        return vocabulary().starting(prefix, limit)
+
+    def labels_in_library(self) -> list[LibraryLabel]:
+        """The ImageNet classes among the live images' top predictions, the most frequent first."""
+        names = imagenet_labels()
+        counts = self.store.label_counts()
+        return [LibraryLabel(names[c], c, n) for c, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
 
     # --- the trash (see index.trash) ---------------------------------------------------------------------
 

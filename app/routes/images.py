@@ -24,7 +24,12 @@ async def list_images(
     offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     label: Annotated[
-        str | None, Query(max_length=200, description="Only images whose top predictions include this ImageNet class")
+        str | None,
+        Query(
+            max_length=200,
+            description="Only images whose top predictions include an ImageNet class this names (a class name, "
+            "synonym or WordNet word such as `dog`; see GET /labels)",
+        ),
     ] = None,
     name: Annotated[
         str | None,

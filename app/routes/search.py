@@ -30,7 +30,11 @@ MetricQuery = Annotated[
 ]
 Label = Annotated[
     str | None,
-    Query(max_length=200, description="Keep only images whose top predictions include this ImageNet class"),
+    Query(
+        max_length=200,
+        description="Keep only images whose top predictions include an ImageNet class this names: a class name "
+        "or synonym, or a WordNet word above classes (`dog`, `bird`); see GET /labels",
+    ),
 ]
 
 

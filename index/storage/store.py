@@ -422,6 +422,17 @@ class ImageStore:
             q = select(LabelRow.image_id).where(LabelRow.class_index.in_(list(class_indices))).distinct()
             return np.fromiter(s.scalars(q), dtype=np.int64)
 
+    def label_counts(self) -> dict[int, int]:
+        """Live images per ImageNet class among their top predictions, for each class some image has."""
+        query = (
+            select(LabelRow.class_index, func.count())
+            .join(ImageRow, ImageRow.id == LabelRow.image_id)
+            .where(LIVE)
+            .group_by(LabelRow.class_index)
+        )
+        with self.session() as s:
+            return {int(c): int(n) for c, n in s.execute(query)}
+
     def list_images(
         self, offset: int, limit: int, classes: Iterable[int] | None = None, name: str | None = None
     ) -> list[ImageInfo]:
