@@ -62,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api_key", default=None, help="API key for --api_url (default: $IMGSIM_API_KEY)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
     p.add_argument("--recursive", action="store_true", help="also the images in subfolders")
-    p.add_argument("--label", default=None, help="keep images whose predictions include this ImageNet class")
+    p.add_argument(
+        "--label",
+        default=None,
+        help="keep images whose predictions include an ImageNet class this names: a class name or a word such as dog",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--csv", action="store_true", help="print CSV instead of the table")
     p.add_argument("--html", default=None, metavar="FILE", help="also write a contact sheet (self-contained HTML)")

@@ -479,3 +479,16 @@ def test_label_keeps_the_images_predicted_as_that_class(
     assert [f for f, _ in ranking(out)] == ["coffee.jpg"]
     code, out, err = run(capsys, main, *_sample_args(sample_settings, images_dir, "--label", "unicorn"))
     assert_one_line_error(code, out, err, "unicorn")
+
+
+def test_label_takes_a_word_naming_many_classes(
+    capsys: pytest.CaptureFixture[str], sample_settings: Settings, images_dir: Path
+) -> None:
+    code, out, err = run(capsys, main, *_sample_args(sample_settings, images_dir, "--label", "cat", "--top_k", "0"))
+    assert code == 0, err
+    assert {f for f, _ in ranking(out)} == CAT_VARIANTS  # cat.png is the reference
+    code, out, err = run(capsys, main, *_sample_args(sample_settings, images_dir, "--label", "dog", "--top_k", "0"))
+    assert code == 0, err
+    assert ranking(out) == []  # no sample photo shows a dog
+    code, out, err = run(capsys, main, *_sample_args(sample_settings, images_dir, "--label", "dgo"))
+    assert_one_line_error(code, out, err, "'dog'")
