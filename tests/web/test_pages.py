@@ -136,6 +136,24 @@ def test_the_library_filters_by_name_and_label(page: Page) -> None:
     assert card_names(page) == ["coffee.jpg"]
 
 
+def test_the_label_field_suggests_words_and_a_word_filters_to_its_classes(page: Page) -> None:
+    page.goto("/library")
+    page.locator("input[name=label]").press_sequentially("dog")
+    suggestions = page.locator("#label-words option")
+    expect(suggestions.first).to_have_attribute("value", "dog")
+    expect(suggestions.first).to_have_attribute("label", "dog (118 classes)")
+    page.click("#filter-form button[type=submit]")
+    expect(page.locator("#summary")).to_contain_text("0 matching images")  # no sample photo shows a dog
+    expect(page.locator(".message.error")).to_have_count(0)
+    page.fill("input[name=label]", "cat")
+    page.click("#filter-form button[type=submit]")
+    expect(page.locator("#summary")).to_contain_text("5 matching images")
+    assert set(card_names(page)) == CATS
+    page.goto("/?ref=coffee.jpg&k=20&label=cats")
+    expect(page.locator("#results .card")).to_have_count(len(CATS))
+    assert set(card_names(page)) == CATS
+
+
 def test_clicking_a_library_image_searches_by_it(page: Page, site: Site) -> None:
     page.goto("/library")
     page.locator("#results .card", has_text="rocket.jpg").locator("a.thumb").click()

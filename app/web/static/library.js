@@ -2,11 +2,13 @@
 // The query string (?offset=&limit=&label=&name=) holds the page, so links and reloads keep it.
 
 import { api } from "./api.js";
+import { suggestLabels } from "./labels.js";
 import { el, formatCount, imageCard, searchHref, setStatus, showError, showLibraryCount } from "./ui.js";
 
 const DEFAULT_PAGE_SIZE = 48;
 
 const form = document.getElementById("filter-form");
+suggestLabels(form.elements.label);
 const statusBox = document.getElementById("status");
 const summary = document.getElementById("summary");
 const results = document.getElementById("results");

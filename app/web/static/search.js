@@ -2,9 +2,11 @@
 // search by a stored image, so it can be bookmarked, shared and restored by reloading.
 
 import { api, thumbnailUrl } from "./api.js";
+import { suggestLabels } from "./labels.js";
 import { el, imageCard, scoreText, searchHref, setStatus, showError, showLibraryCount } from "./ui.js";
 
 const form = document.getElementById("search-form");
+suggestLabels(form.elements.label);
 const drop = document.getElementById("drop");
 const fileInput = document.getElementById("file");
 const statusBox = document.getElementById("status");
