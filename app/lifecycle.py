@@ -58,10 +58,13 @@ def close_index(index: ImageIndex) -> None:
 
 
 def listen_address(argv: list[str] | None = None) -> tuple[str, str] | None:
-    """(host, port) a `uvicorn app.main:app` or `python -m app.serve` process listens on, from its command line
-    (None when unknown, or on a Unix socket or an inherited descriptor)."""
+    """(host, port) a `uvicorn app.main:app`, `python -m app.serve` or `imgsim serve` process listens on, from its
+    command line (None when unknown, or on a Unix socket or an inherited descriptor)."""
     argv = sys.argv if argv is None else argv
-    if not argv or not ("uvicorn" in argv[0] or argv[0].endswith(os.path.join("app", "serve.py"))):
+    if not argv:
+        return None
+    imgsim_serve = os.path.basename(argv[0]) in ("imgsim", "imgsim.py") and "serve" in argv[1:]
+    if not ("uvicorn" in argv[0] or argv[0].endswith(os.path.join("app", "serve.py")) or imgsim_serve):
         return None
     options = {"--host": os.environ.get("UVICORN_HOST", "127.0.0.1"), "--port": os.environ.get("UVICORN_PORT", "8000")}
     for n, arg in enumerate(argv):

@@ -256,6 +256,20 @@ class ImageOut(BaseModel):
         return cls.model_validate(info)
 
 
+class PrunedImageOut(ImageOut):
+    paths: list[str] = Field(description="The files it was found under, all gone from the server's disk")
+
+    @classmethod
+    def of(cls, info: ImageInfo) -> PrunedImageOut:
+        return cls.model_validate(info)
+
+
+class PruneOut(BaseModel):
+    dry_run: bool = Field(description="true: nothing was moved, `items` is what a prune would move")
+    total: int = Field(description="How many images were (or would be) moved to the trash")
+    items: list[PrunedImageOut] = Field(description="Those images, in id order, as they were before the move")
+
+
 class ImageList(BaseModel):
     total: int = Field(description="Number of stored images (not counting the trash)")
     offset: int = Field(description="Images skipped before this page")

@@ -32,6 +32,7 @@ from index.model.imaging import DecodeBudget
 from index.model.registry import Prediction, imagenet_labels
 from index.model.words import LabelWord, vocabulary
 from index.pipeline import ImageSource, default_workers
+from index.prune import prune_missing
 from index.rebuild import INDEX_FILE, build_vectors, choose_index_kind
 from index.search import QueryImage, Searcher, SearchHit, resolve_label
 from index.storage.datadir import is_storage_error, remove_temporary_files, storage_errors
@@ -497,6 +498,15 @@ class ImageIndex:
     def empty_trash(self) -> int:
         """Delete everything in the trash for good; returns how many images."""
         return self.trash.empty()
+
+    def prune(self, dry_run: bool = False) -> list[ImageInfo]:
+        """Move to the trash the images whose recorded files are all gone from disk (see `index.prune`; with
+        `dry_run` nothing moves); returns them, in id order.
+
+        Raises:
+            StorageError: the disk is full or failing (the images moved until then stay in the trash).
+        """
+        return prune_missing(self.store, self.trash, dry_run=dry_run)
 
     def list_trash(self, offset: int = 0, limit: int = 50) -> tuple[int, list[ImageInfo]]:
         """(images in the trash, one page), the most recently trashed first. Raises: InvalidArgument."""

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.deps import IndexDep
 from app.errors import error_responses
-from app.schemas import ImageList, ImageOut
+from app.schemas import ImageList, ImageOut, PrunedImageOut, PruneOut
 from index.model.imaging import CONTENT_TYPES
 
 router = APIRouter(prefix="/images", tags=["images"])
@@ -40,6 +40,32 @@ async def list_images(
     # SQLite reads block: in the thread pool.
     total, items = await run_in_threadpool(index.list_images, offset, limit, label or None, name or None)
     return ImageList(total=total, offset=offset, limit=limit, items=[ImageOut.of(i) for i in items])
+
+
+@router.get("/lookup", responses=error_responses(404, 409, 422))
+async def lookup_image(
+    index: IndexDep,
+    ref: Annotated[
+        str,
+        Query(
+            min_length=1, max_length=1024, description="Image id, SHA-256, or a unique file name", examples=["cat.png"]
+        ),
+    ],
+) -> ImageOut:
+    """The stored image `ref` names, as `GET /search` resolves it (404 when none or in the trash, 409 when several)."""
+    # SQLite reads block: in the thread pool.
+    return ImageOut.of(await run_in_threadpool(index.resolve_ref, ref))
+
+
+@router.post("/prune", responses=error_responses(422, 507))
+async def prune_images(
+    index: IndexDep,
+    dry_run: Annotated[bool, Query(description="Only answer what would be moved; move nothing")] = False,
+) -> PruneOut:
+    """Move to the trash the images whose recorded files are all gone from the server's disk (never an upload)."""
+    # SQLite reads, a stat per recorded file and the trash's writes block: in the thread pool.
+    pruned = await run_in_threadpool(index.prune, dry_run)
+    return PruneOut(dry_run=dry_run, total=len(pruned), items=[PrunedImageOut.of(i) for i in pruned])
 
 
 @router.get("/{image_id}", responses=error_responses(404, 422))

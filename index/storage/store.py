@@ -501,6 +501,25 @@ class ImageStore:
             yield rows
             last = rows[-1][0]
 
+    def iter_recorded_paths(self, batch: int = 900) -> Iterator[list[tuple[int, list[str]]]]:
+        """(id, the path of each of its own names: "" for one uploaded without a path) of every live image, in
+        id order, a batch of images at a time (names recorded from a resolved copy are not its own)."""
+        last = 0
+        while True:
+            page = select(ImageRow.id).where(LIVE, ImageRow.id > last).order_by(ImageRow.id).limit(batch)
+            with self.session() as s:
+                ids = [int(i) for i in s.scalars(page)]
+                if not ids:
+                    return
+                names = select(NameRow.image_id, NameRow.path).where(
+                    NameRow.image_id.in_(ids), NameRow.merged_from.is_(None)
+                )
+                paths: dict[int, list[str]] = {i: [] for i in ids}
+                for image_id, path in s.execute(names):
+                    paths[int(image_id)].append(str(path))
+            yield list(paths.items())
+            last = ids[-1]
+
     def update_embeddings(
         self,
         updates: Sequence[tuple[int, NDArray[np.float32], list[Prediction]]],
