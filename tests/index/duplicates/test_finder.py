@@ -142,6 +142,26 @@ def test_a_copy_the_whole_vector_ranks_low_is_found_by_its_features_and_ranks_fi
     assert hit.image.id == ids["coffee.jpg"] and hit.duplicate
 
 
+def test_a_copy_shrunk_below_the_near_similarity_is_still_proven_and_ranks_first(
+    settings: Settings, embedder: CountingEmbedder
+) -> None:
+    img = Image.open(IMAGES_DIR / "camera.jpg").convert("RGB")
+    w, h = img.size
+    scale = 40 / max(w, h)  # shrunk to 40 px and back: the features part says 0.48, under `near` (0.55)
+    small = img.resize((round(w * scale), round(h * scale)), Image.Resampling.BILINEAR)
+    query = _jpeg(small.resize((w, h), Image.Resampling.BILINEAR))
+    with ImageIndex(settings, embedder) as index:
+        results = index.ingest([ImageSource(name=p.name, data=p.read_bytes()) for p in _photos()])
+        camera = next(r.id for r in results if r.name == "camera.jpg")
+        ((_sha, vector, _),) = index.embed([ImageSource(name="query.jpg", data=query)])
+        stored = index.store.embeddings([camera], len(vector))
+        space = DuplicateSpace.of(resolve_embedding("default"), len(vector))
+        assert space.similarity(vector[None], stored)[0] < space.levels.near
+        _sha, hits = index.search_by_image(query, "query.jpg", k=3)
+    assert hits[0].image.filename == "camera.jpg" and hits[0].duplicate
+    assert not any(h.duplicate for h in hits[1:])
+
+
 def test_exact_byte_copies_under_two_names_are_a_group(settings: Settings, embedder: CountingEmbedder) -> None:
     data = (IMAGES_DIR / "coins.jpg").read_bytes()
     with ImageIndex(settings, embedder) as index:
