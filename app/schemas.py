@@ -35,7 +35,9 @@ def examples(*values: dict[str, Any]) -> ConfigDict:
 class UploadFiles(BaseModel):
     """Images as multipart/form-data: one part named `files` per image."""
 
-    files: list[UploadFile] = Field(description="One or more images (JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC, AVIF)")
+    files: list[UploadFile] = Field(
+        description="One or more images (JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC, AVIF, camera RAW)"
+    )
 
 
 class QueryImage(BaseModel):

@@ -37,6 +37,7 @@ from index.vectors import VectorStore
 INGEST_CHUNK = 1024
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".hif", ".avif"}
+    | {".dng", ".cr2", ".cr3", ".nef", ".arw"}  # camera RAW
 )
 
 

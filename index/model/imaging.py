@@ -27,6 +27,7 @@ from index.errors import (
     ImgsimError,
     UnsupportedImageFormat,
 )
+from index.model.camera_raw import RAW_CONTENT_TYPES, CameraRawImage, camera_raw_format, open_camera_raw
 from index.model.exif import NO_EXIF, PhotoExif, read_exif
 from index.model.registry import Preprocessing
 
@@ -42,8 +43,9 @@ else:
     # Only the primary image: never the thumbnails, depth maps or auxiliary images a phone stores beside it.
     pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
 
-# HEIF is HEIC (iPhone photos) through pillow-heif; AVIF is Pillow's own (Pillow 11.3 and later).
-ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "HEIF", "AVIF"})
+# HEIF is HEIC (iPhone photos) through pillow-heif; AVIF is Pillow's own (Pillow 11.3 and later); the camera RAW
+# formats go through rawpy (`index.model.camera_raw`).
+ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "HEIF", "AVIF", *RAW_CONTENT_TYPES})
 CONTENT_TYPES = {
     "JPEG": "image/jpeg",
     "MPO": "image/jpeg",
@@ -54,6 +56,7 @@ CONTENT_TYPES = {
     "TIFF": "image/tiff",
     "HEIF": "image/heic",
     "AVIF": "image/avif",
+    **RAW_CONTENT_TYPES,
 }
 # The ISO base media file's major brands of HEVC-coded HEIF: recognised without pillow-heif to say what is missing.
 _HEIC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"})
@@ -255,7 +258,8 @@ def _open(data: bytes, max_pixels: int) -> tuple[Image.Image, _TimedReader]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(reader)
+            raw_format = camera_raw_format(data)
+            img = open_camera_raw(reader, raw_format, max_pixels) if raw_format else Image.open(reader)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # Pillow refuses these from the header alone, before our own check can see the size.
         limit = Image.MAX_IMAGE_PIXELS
@@ -320,6 +324,8 @@ def _decoder_buffers(img: Image.Image, data: bytes, header_size: tuple[int, int]
     if img.format == "WEBP":
         # libwebp decodes into a canvas and keeps the previous one, and Pillow copies the canvas into bytes.
         return 3 * 4 * img.size[0] * img.size[1]
+    if isinstance(img, CameraRawImage):
+        return img.decoder_bytes
     if img.format in ("HEIF", "AVIF"):
         # libheif and libavif decode into planes of their own, convert them to interleaved RGB(A) and Pillow
         # copies that: decoding a 4000x3000 HEIC or AVIF grew the process by 99-108 MiB, its 46 MiB of pixels

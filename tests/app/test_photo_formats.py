@@ -5,6 +5,7 @@ a HEIC too large or broken is refused like any other image. Both configurations.
 from __future__ import annotations
 
 import io
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from PIL import Image
 from app.main import create_app
 from index.config import Settings
 from tests.app.conftest import ClientFactory, ingest_photos
+from tests.camera_raw import make_dng
 from tests.conftest import IMAGES_DIR, backend_overrides, encode_photo
 
 # name -> (sample photo, format, EXIF): coffee.heic is coffee.jpg as an iPhone stores it (sideways pixels,
@@ -209,3 +211,72 @@ def test_a_corrupt_heic_is_a_422_and_stores_nothing(make_client: ClientFactory) 
         assert response.status_code == 422, response.text
         assert response.json()["detail"].startswith("broken.heic: ")
     assert client.get("/stats").json()["count"] == len(ids)
+
+
+# Camera RAW: astronaut.dng carries a 1200 px JPEG preview (what is decoded), coins.dng only its sensor data
+# (demosaiced at half size); both lie sideways on the sensor, as a portrait-held camera records them.
+RAW_PHOTOS = {
+    "astronaut.dng": ("astronaut.jpg", {"preview_side": 1200, "orientation": 6, "make": "NIKON CORPORATION"}),
+    "coins.dng": ("coins.jpg", {"orientation": 8, "model": "Canon EOS R6", "taken": "2020:02:29 16:20:00"}),
+}
+
+
+def raw_bytes(name: str) -> bytes:
+    source, options = RAW_PHOTOS[name]
+    return make_dng(Image.open(IMAGES_DIR / source), **options)
+
+
+@pytest.fixture(scope="module")
+def raw_client(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[TestClient]:
+    """An API holding the JPEG originals of RAW_PHOTOS, another photo, and the two DNGs."""
+    data_dir = tmp_path_factory.mktemp("raw") / "data"
+    with TestClient(create_app(Settings(data_dir=data_dir, **backend_overrides(backend, data_dir)))) as client:
+        ingest_photos(client, "astronaut.jpg", "coins.jpg", "coffee.jpg")
+        response = client.post("/ingest", files=[("files", (name, raw_bytes(name))) for name in RAW_PHOTOS])
+        assert response.status_code == 200, response.text
+        yield client
+
+
+def test_a_camera_raw_is_stored_upright_and_searching_from_it_finds_its_jpeg_first(raw_client: TestClient) -> None:
+    for name, original in (("astronaut.dng", "astronaut.jpg"), ("coins.dng", "coins.jpg")):
+        raw, jpeg = image(raw_client, name), image(raw_client, original)
+        assert raw["format"] == "DNG"
+        # Upright, and the size decoded: the preview (1200 px long), or half the sensor.
+        assert raw["width"] / raw["height"] == pytest.approx(jpeg["width"] / jpeg["height"], rel=0.01)
+        assert max(raw["width"], raw["height"]) == (
+            1200 if name == "astronaut.dng" else max(jpeg["width"], jpeg["height"]) // 2
+        )
+        content = raw_client.get(f"/images/{raw['id']}/content")
+        assert (content.headers["content-type"], content.content) == ("image/x-adobe-dng", raw_bytes(name))
+        assert raw_client.get("/search", params={"ref": name}).json()["results"][0]["filename"] == original
+        raw_thumb, jpeg_thumb = (
+            Image.open(io.BytesIO(raw_client.get(f"/images/{i}/thumbnail").content)).convert("L")
+            for i in (raw["id"], jpeg["id"])
+        )
+        # A half-size demosaic is smaller than the 256 px thumbnail: compared at the JPEG's thumbnail size.
+        thumbnails = [np.asarray(t.resize(jpeg_thumb.size), np.float64) for t in (raw_thumb, jpeg_thumb)]
+        turned = np.rot90(thumbnails[1], 2)  # the same picture upside down: what a wrong orientation would give
+        assert np.abs(thumbnails[0] - thumbnails[1]).mean() < np.abs(thumbnails[0] - turned).mean()
+
+
+def test_a_camera_raw_keeps_its_exif_and_is_listed_by_it(raw_client: TestClient) -> None:
+    coins = image(raw_client, "coins.dng")
+    assert (coins["camera_make"], coins["camera_model"], coins["taken_at"]) == (
+        "Canon",
+        "Canon EOS R6",
+        "2020-02-29T16:20:00",
+    )
+    assert listing(raw_client, camera="nikon") == ["astronaut.dng"]
+    assert listing(raw_client, sort="taken")[:2] == ["coins.dng", "astronaut.dng"]
+
+
+def test_a_broken_camera_raw_is_a_422_and_a_raw_over_the_limit_a_413(make_client: ClientFactory) -> None:
+    client = make_client(max_image_pixels=50_000)
+    dng = raw_bytes("coins.dng")
+    strip = dng.find(struct.pack("<HHI", 273, 4, 1))  # StripOffsets: the photosites, now past the end
+    broken = dng[: strip + 8] + struct.pack("<I", len(dng) + 1000) + dng[strip + 12 :]
+    for data, status, says in ((broken, 422, "camera RAW (DNG)"), (raw_bytes("astronaut.dng"), 413, "pixels")):
+        response = client.post("/ingest", files=[("files", ("photo.dng", data))])
+        assert response.status_code == status, response.text
+        assert says in response.json()["detail"]
+    assert client.get("/stats").json()["count"] == 0
