@@ -35,7 +35,9 @@ def examples(*values: dict[str, Any]) -> ConfigDict:
 class UploadFiles(BaseModel):
     """Images as multipart/form-data: one part named `files` per image."""
 
-    files: list[UploadFile] = Field(description="One or more images (JPEG, PNG, WebP, GIF, BMP, TIFF)")
+    files: list[UploadFile] = Field(
+        description="One or more images (JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC, AVIF, camera RAW)"
+    )
 
 
 class QueryImage(BaseModel):
@@ -238,7 +240,7 @@ class ImageOut(BaseModel):
     byte_size: int = Field(description="Size of the stored bytes")
     width: int = Field(description="Width in pixels (after EXIF orientation)")
     height: int = Field(description="Height in pixels (after EXIF orientation)")
-    format: str = Field(description="Image format, e.g. 'JPEG' or 'PNG'")
+    format: str = Field(description="Image format, e.g. 'JPEG', 'PNG', 'HEIF' (HEIC) or 'AVIF'")
     model: str = Field(description="Model and embedding definition of its stored embedding")
     predictions: list[PredictionOut] = Field(description="Top ImageNet classes, best first")
     created_at: datetime = Field(description="When it was first stored (UTC)")
@@ -250,6 +252,15 @@ class ImageOut(BaseModel):
         description="Files of duplicate copies moved to the trash when their group was resolved in favour of this "
         "image (`POST /duplicates/resolve`), so that no name or path is lost",
     )
+    taken_at: datetime | None = Field(
+        default=None,
+        description="When the photo was taken, from its EXIF (DateTimeOriginal): the camera's clock, no time zone",
+    )
+    camera_make: str | None = Field(default=None, description="The camera's maker, from its EXIF (e.g. 'Apple')")
+    camera_model: str | None = Field(default=None, description="The camera's model, from its EXIF")
+    lens: str | None = Field(default=None, description="The lens, from its EXIF")
+    latitude: float | None = Field(default=None, description="Where it was taken, from its EXIF GPS: degrees north")
+    longitude: float | None = Field(default=None, description="Where it was taken, from its EXIF GPS: degrees east")
 
     @classmethod
     def of(cls, info: ImageInfo) -> ImageOut:
@@ -274,7 +285,7 @@ class ImageList(BaseModel):
     total: int = Field(description="Number of stored images (not counting the trash)")
     offset: int = Field(description="Images skipped before this page")
     limit: int = Field(description="Largest page size asked for")
-    items: list[ImageOut] = Field(description="This page, in id order")
+    items: list[ImageOut] = Field(description="This page, in the order asked for (`sort`; id order by default)")
 
 
 class LabelWordOut(BaseModel):

@@ -14,7 +14,8 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from index.config import Settings
 from index.errors import ImgsimError, InvalidArgument
 from index.ingest import list_image_files
 from index.model.embedder import Embedder
+from index.model.exif import NO_EXIF, PhotoExif
 from index.model.imaging import DecodeBudget
 from index.model.registry import Prediction
 from index.pipeline import ImageSource, ReadImage, embed_read, read_sources
@@ -107,6 +109,7 @@ class EmbedActor:
                         data=e.data,
                         size=(e.decoded.byte_size, e.decoded.width, e.decoded.height),
                         fmt=e.decoded.format,
+                        exif=e.decoded.exif,
                         predictions=e.predictions,
                         embedding=e.embedding,
                     )
@@ -136,6 +139,7 @@ def _row(
     data: bytes = b"",
     size: tuple[int, int, int] = (0, 0, 0),
     fmt: str = "",
+    exif: PhotoExif = NO_EXIF,
     predictions: list[Prediction] | None = None,
     embedding: NDArray[np.float32] | None = None,
     error: str = "",
@@ -145,6 +149,7 @@ def _row(
         "width": size[1],
         "height": size[2],
         "format": fmt,
+        "exif": {**asdict(exif), "taken_at": exif.taken_at.isoformat() if exif.taken_at else None},
         "predictions": [[p.label, p.class_index, p.score] for p in predictions or []],
         "error": error,
     }
@@ -157,6 +162,13 @@ def _row(
         "meta": json.dumps(meta),
         "embedding": embedding,
     }
+
+
+def _exif(raw: dict[str, Any] | None) -> PhotoExif:
+    if not raw:
+        return NO_EXIF
+    taken = raw.get("taken_at")
+    return PhotoExif(**{**raw, "taken_at": datetime.fromisoformat(taken) if taken else None})
 
 
 def _write(index: ImageIndex, batch: dict[str, NDArray[Any]]) -> tuple[int, int, int, int]:
@@ -187,6 +199,7 @@ def _write(index: ImageIndex, batch: dict[str, NDArray[Any]]) -> tuple[int, int,
                     embedding=np.asarray(batch["embedding"][i], dtype=np.float32),
                     name=name,
                     path=path,
+                    exif=_exif(meta.get("exif")),
                 )
             )
             blobs.append(bytes(batch["data"][i]))

@@ -35,7 +35,10 @@ from index.vectors import VectorStore
 
 # Sources read, hashed and decoded per step of a large ingest (bytes of about 100 MB of typical photos).
 INGEST_CHUNK = 1024
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".hif", ".avif"}
+    | {".dng", ".cr2", ".cr3", ".nef", ".arw"}  # camera RAW
+)
 
 
 @dataclass(frozen=True)
@@ -286,6 +289,7 @@ class Ingestor:
                 embedding=e.embedding,
                 name=e.source.name,
                 path=e.source.path,
+                exif=e.decoded.exif,
             )
             for e in batch
         ]

@@ -37,7 +37,7 @@ from index.rebuild import INDEX_FILE, build_vectors, choose_index_kind
 from index.search import QueryImage, Searcher, SearchHit, resolve_label
 from index.storage.datadir import is_storage_error, remove_temporary_files, storage_errors
 from index.storage.lock import DataDirLock
-from index.storage.store import ImageInfo, ImageStore
+from index.storage.store import ImageFilter, ImageInfo, ImageStore
 from index.storage.thumbnail_cache import ThumbnailCache
 from index.trash import Trash
 from index.vectors import VectorStore, close_vector_store
@@ -439,18 +439,28 @@ class ImageIndex:
             raise UnknownReference(f"the bytes of image {image_id} are not kept") from exc
 
     def list_images(
-        self, offset: int = 0, limit: int = 50, label: str | None = None, name: str | None = None
+        self,
+        offset: int = 0,
+        limit: int = 50,
+        label: str | None = None,
+        name: str | None = None,
+        photo: ImageFilter | None = None,
+        sort: str = "added",
     ) -> tuple[int, list[ImageInfo]]:
-        """(total matching, one page) in id order; `label` keeps images whose top predictions include that
-        ImageNet class, `name` those with a name containing it (ASCII letters in any case).
+        """(total matching, one page) in `sort` order (added, taken, name or size; '-' before it for descending,
+        the images without a date taken last either way); `label` keeps images whose top predictions include
+        that ImageNet class, `name` those with a name containing it (ASCII letters in any case), `photo` those
+        taken in its dates and with its camera.
 
         Raises:
-            InvalidArgument: a bad page, or a `label` that names no ImageNet class (see `resolve_label`).
+            InvalidArgument: a bad page or sort, or a `label` that names no ImageNet class (see `resolve_label`).
         """
         if offset < 0 or not 1 <= limit <= 1000:
             raise InvalidArgument("offset must be >= 0 and limit between 1 and 1000")
         classes = resolve_label(label) if label else None
-        return self.store.count_images(classes, name), self.store.list_images(offset, limit, classes, name)
+        key, descending = sort.removeprefix("-"), sort.startswith("-")
+        page = self.store.list_images(offset, limit, classes, name, photo, key, descending)
+        return self.store.count_images(classes, name, photo), page
 
     def label_words(self, prefix: str = "", limit: int = 20) -> list[LabelWord]:
         """Words a label filter accepts that start with `prefix` (or have a later word that does), with how many

@@ -222,6 +222,50 @@ def encode_image(
     return buf.getvalue()
 
 
+# Display orientation -> how the stored pixels lie: the transpose that turns the upright picture into them.
+_SIDEWAYS = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+
+
+def encode_photo(
+    source: Path,
+    fmt: str,
+    *,
+    taken: str | None = None,
+    make: str | None = None,
+    model: str | None = None,
+    lens: str | None = None,
+    gps: tuple[float, float] | None = None,
+    orientation: int = 1,
+    quality: int = 90,
+) -> bytes:
+    """A committed sample photo re-encoded in `fmt` (HEIF, AVIF, JPEG...) as a camera writes it: EXIF with
+    the date taken ("2024:05:01 12:30:00"), make, model, lens and GPS (lat, lon in degrees), and for
+    `orientation` 6 or 8 the pixels stored sideways with the EXIF orientation that turns them upright."""
+    upright = Image.open(source).convert("RGB")
+    pixels = upright.transpose(_SIDEWAYS[orientation]) if orientation in _SIDEWAYS else upright
+    exif = Image.Exif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+    for tag, value in ((0x010F, make), (0x0110, model)):
+        if value is not None:
+            exif[tag] = value
+    sub = exif.get_ifd(0x8769)
+    if taken is not None:
+        sub[0x9003] = taken
+    if lens is not None:
+        sub[0xA434] = lens
+    if gps is not None:
+        ifd = exif.get_ifd(0x8825)
+        for ref, value, tag, signs in ((1, gps[0], 2, "NS"), (3, gps[1], 4, "EW")):
+            whole = abs(value)
+            degrees, minutes = int(whole), int(whole * 60 % 60)
+            ifd[ref] = signs[value < 0]
+            ifd[tag] = (float(degrees), float(minutes), round((whole * 3600) % 60, 4))
+    buf = io.BytesIO()
+    pixels.save(buf, format=fmt, exif=exif.tobytes(), quality=quality)
+    return buf.getvalue()
+
+
 @pytest.fixture
 def make_image() -> ImageFactory:
     """`make_image("JPEG", (w, h), mode, seed, **save_options)` -> encoded bytes."""

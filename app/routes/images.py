@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import date, datetime
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import Response
@@ -12,10 +13,14 @@ from app.deps import IndexDep
 from app.errors import error_responses
 from app.schemas import ImageList, ImageOut, PrunedImageOut, PruneOut
 from index.model.imaging import CONTENT_TYPES
+from index.storage.store import ImageFilter
 
 router = APIRouter(prefix="/images", tags=["images"])
 
 ImageId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Image id")]
+# A date (its midnight) or a date and time, compared with the camera's clock (a time zone given is dropped).
+TakenBound = datetime | date
+SortOrder = Literal["added", "-added", "taken", "-taken", "name", "-name", "size", "-size"]
 
 
 @router.get("", responses=error_responses(422))
@@ -35,10 +40,29 @@ async def list_images(
         str | None,
         Query(max_length=512, description="Only images with a name containing this (ASCII letters in any case)"),
     ] = None,
+    taken_after: Annotated[
+        TakenBound | None,
+        Query(description="Only photos taken at or after this ISO date or date-time (EXIF, the camera's clock)"),
+    ] = None,
+    taken_before: Annotated[
+        TakenBound | None, Query(description="Only photos taken before this ISO date or date-time (EXIF)")
+    ] = None,
+    camera: Annotated[
+        str | None,
+        Query(max_length=200, description="Only photos whose camera make and model contain this, in any case"),
+    ] = None,
+    sort: Annotated[
+        SortOrder,
+        Query(
+            description="added (id order), taken (EXIF date; photos without one last), name (first name) or size "
+            "(bytes); a leading '-' for descending"
+        ),
+    ] = "added",
 ) -> ImageList:
-    """Stored images in id order, a page at a time; `total` counts those matching the filters."""
+    """Stored images in id order (or `sort`), a page at a time; `total` counts those matching the filters."""
+    photo = ImageFilter(taken_after, taken_before, camera or None)
     # SQLite reads block: in the thread pool.
-    total, items = await run_in_threadpool(index.list_images, offset, limit, label or None, name or None)
+    total, items = await run_in_threadpool(index.list_images, offset, limit, label or None, name or None, photo, sort)
     return ImageList(total=total, offset=offset, limit=limit, items=[ImageOut.of(i) for i in items])
 
 

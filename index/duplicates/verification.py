@@ -488,7 +488,7 @@ def decoded_pixels(
                 if upright.mode not in ("1", "L", "RGB", "RGBA", "I;16", "I", "F"):
                     upright = upright.convert("RGBA" if "A" in upright.mode or upright.mode == "P" else "RGB")
                 return upright.size, upright.mode, upright.tobytes()
-        except (OSError, ValueError, SyntaxError) as exc:
+        except (OSError, ValueError, SyntaxError, RuntimeError) as exc:  # RuntimeError: libheif
             raise ImageDecodeError(f"corrupt or truncated image: {exc}") from exc
 
 

@@ -24,7 +24,7 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 INITIAL_REVISION = "0001"
 # The newest migration in `index/storage/migrations/versions` (a test checks the two agree): a database already there
 # is opened without loading Alembic at all.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 SUPPORTED_DIALECTS = ("sqlite", "postgresql")
 
 

@@ -9,7 +9,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from index.storage.seen_files import MAX_PATH_CHARS
@@ -41,6 +52,14 @@ class ImageRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # When it was moved to the trash (NULL while it is live): kept whole, hidden from search and listings.
     trashed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True, default=None)
+    # From the EXIF (`index.model.exif`), NULL where the file does not say. `taken_at` is the camera's clock, as
+    # it wrote it: EXIF keeps no time zone.
+    taken_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False), index=True, default=None)
+    camera_make: Mapped[str | None] = mapped_column(String(128), default=None)
+    camera_model: Mapped[str | None] = mapped_column(String(128), default=None)
+    lens: Mapped[str | None] = mapped_column(String(128), default=None)
+    latitude: Mapped[float | None] = mapped_column(Float, default=None)
+    longitude: Mapped[float | None] = mapped_column(Float, default=None)
     names: Mapped[list[NameRow]] = relationship(
         back_populates="image", cascade="all, delete-orphan", passive_deletes=True, order_by="NameRow.id"
     )

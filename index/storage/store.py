@@ -7,17 +7,18 @@ import importlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import ColumnElement, Select, delete, func, select, update
+from sqlalchemy import ColumnElement, Select, delete, func, literal, select, update
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session, defer, selectinload, sessionmaker
 
 from index.errors import BackendUnavailable, ImageInTrash, InvalidArgument, NotInTrash, UnknownReference
+from index.model.exif import NO_EXIF, PhotoExif
 from index.model.registry import Prediction
 from index.storage import blobs as blob_storage
 from index.storage.database import SQLITE_FILE, create_store_engine, migrate, sqlite_url
@@ -49,6 +50,7 @@ class NewImage:
     embedding: NDArray[np.float32]
     name: str
     path: str = ""
+    exif: PhotoExif = NO_EXIF
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,13 @@ class ImageInfo:
     created_at: datetime
     trashed_at: datetime | None = None  # None while it is live
     replaced: list[ReplacedCopy] = field(default_factory=list)
+    # From its EXIF (see `PhotoExif`); None where the file does not say.
+    taken_at: datetime | None = None
+    camera_make: str | None = None
+    camera_model: str | None = None
+    lens: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
 
     @property
     def filename(self) -> str:
@@ -121,26 +130,92 @@ def _info(row: ImageRow) -> ImageInfo:
         created_at=_utc(row.created_at),
         trashed_at=_utc(row.trashed_at) if row.trashed_at is not None else None,
         replaced=[ReplacedCopy(n.name, n.path, n.merged_from) for n in row.names if n.merged_from is not None],
+        taken_at=row.taken_at,
+        camera_make=row.camera_make,
+        camera_model=row.camera_model,
+        lens=row.lens,
+        latitude=row.latitude,
+        longitude=row.longitude,
     )
 
 
 LIVE: ColumnElement[bool] = ImageRow.trashed_at.is_(None)
 IN_TRASH: ColumnElement[bool] = ImageRow.trashed_at.is_not(None)
 
+# The orders a listing can take: by id (the order images were added in), date taken, first name or byte size.
+ImageSort = Literal["added", "taken", "name", "size"]
+IMAGE_SORTS: tuple[str, ...] = get_args(ImageSort)
+
+
+@dataclass(frozen=True)
+class ImageFilter:
+    """What a listing keeps besides labels and names: taken in [`taken_after`, `taken_before`) by the camera's
+    clock (a date is its midnight; images without a date taken are left out by either bound), and a camera
+    whose make and model, together, contain `camera` (in any case)."""
+
+    taken_after: datetime | date | None = None
+    taken_before: datetime | date | None = None
+    camera: str | None = None
+
+
+def _escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _camera_time(when: datetime | date) -> datetime:
+    """`when` as the naive wall-clock time `taken_at` is kept in."""
+    if not isinstance(when, datetime):
+        return datetime.combine(when, time())
+    return when.replace(tzinfo=None)
+
+
+def _first_name_column() -> Any:
+    """The image's first own name (what `ImageInfo.filename` shows), as a correlated subquery."""
+    return (
+        select(NameRow.name)
+        .where(NameRow.image_id == ImageRow.id, NameRow.merged_from.is_(None))
+        .order_by(NameRow.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def _order(sort: str, descending: bool) -> list[Any]:
+    """ORDER BY terms for a listing: the key (images without it last, either way), then the id."""
+    if sort not in IMAGE_SORTS:
+        raise InvalidArgument(f"sort must be one of {', '.join(IMAGE_SORTS)} (a leading '-' for descending)")
+    keys: dict[str, Any] = {"taken": ImageRow.taken_at, "name": _first_name_column(), "size": ImageRow.byte_size}
+    key = keys.get(sort)
+    terms = [] if key is None else [(key.desc() if descending else key.asc()).nulls_last()]
+    return [*terms, ImageRow.id.desc() if descending else ImageRow.id.asc()]
+
 
 def _filtered(
-    query: Select[Any], classes: Iterable[int] | None, name: str | None, *, ilike: bool = False
+    query: Select[Any],
+    classes: Iterable[int] | None,
+    name: str | None,
+    *,
+    ilike: bool = False,
+    photo: ImageFilter | None = None,
 ) -> Select[Any]:
     """Live images (not in the trash) with one of `classes` among their top predictions and a name containing
-    `name` (a name recorded from a copy resolved into an image counts)."""
+    `name` (a name recorded from a copy resolved into an image counts), and as `photo` asks."""
     query = query.where(LIVE)
+    if photo is not None:
+        if photo.taken_after is not None:
+            query = query.where(ImageRow.taken_at >= _camera_time(photo.taken_after))
+        if photo.taken_before is not None:
+            query = query.where(ImageRow.taken_at < _camera_time(photo.taken_before))
+        if photo.camera:
+            camera = func.coalesce(ImageRow.camera_make, "") + literal(" ") + func.coalesce(ImageRow.camera_model, "")
+            query = query.where(camera.ilike(f"%{_escaped(photo.camera)}%", escape="\\"))
     # Semi-joins: the label filter goes through the class_index index; a substring of a name cannot use an
     # index, so the narrow name index is scanned (tests/benchmarks/web_library.py measures both at 100k).
     if classes is not None:
         labelled = select(LabelRow.image_id).where(LabelRow.class_index.in_(sorted(set(classes))))
         query = query.where(ImageRow.id.in_(labelled))
     if name:
-        escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        escaped = _escaped(name)
         # SQLite's LIKE ignores case (ASCII letters) by itself; lower() on every name would cost 2-3x more.
         # PostgreSQL's LIKE is case-sensitive: ILIKE there (`ilike`).
         like = NameRow.name.ilike if ilike else NameRow.name.like
@@ -299,6 +374,12 @@ class ImageStore:
                         "predictions": _predictions_to_json(img.predictions),
                         "embedding": np.ascontiguousarray(img.embedding, dtype=np.float32).tobytes(),
                         "created_at": now,
+                        "taken_at": img.exif.taken_at,
+                        "camera_make": img.exif.camera_make,
+                        "camera_model": img.exif.camera_model,
+                        "lens": img.exif.lens,
+                        "latitude": img.exif.latitude,
+                        "longitude": img.exif.longitude,
                     }
                     for img in fresh
                 ]
@@ -434,28 +515,44 @@ class ImageStore:
             return {int(c): int(n) for c, n in s.execute(query)}
 
     def list_images(
-        self, offset: int, limit: int, classes: Iterable[int] | None = None, name: str | None = None
+        self,
+        offset: int,
+        limit: int,
+        classes: Iterable[int] | None = None,
+        name: str | None = None,
+        photo: ImageFilter | None = None,
+        sort: str = "added",
+        descending: bool = False,
     ) -> list[ImageInfo]:
-        """A page of live images in id order, optionally only those with one of `classes` among their top
-        predictions and a name containing `name` (ASCII letters in any case)."""
+        """A page of live images in `sort` order (`IMAGE_SORTS`; the id breaks ties), optionally only those with
+        one of `classes` among their top predictions, a name containing `name` (ASCII letters in any case) and
+        as `photo` asks.
+
+        Raises:
+            InvalidArgument: `sort` is not one of IMAGE_SORTS.
+        """
         # The page's ids first, from the narrow id index (an offset walks it, not the wide rows), then those rows.
         page = (
-            _filtered(select(ImageRow.id), classes, name, ilike=self._ilike)
-            .order_by(ImageRow.id)
+            _filtered(select(ImageRow.id), classes, name, ilike=self._ilike, photo=photo)
+            .order_by(*_order(sort, descending))
             .offset(offset)
             .limit(limit)
         )
         with self.session() as s:
             ids = list(s.scalars(page))
             # The embedding is most of a row and listings never show it.
-            query = select(ImageRow).where(ImageRow.id.in_(ids)).order_by(ImageRow.id)
+            query = select(ImageRow).where(ImageRow.id.in_(ids))
             rows = s.scalars(query.options(selectinload(ImageRow.names), defer(ImageRow.embedding))).all()
-            return [_info(r) for r in rows]
+            by_id = {r.id: _info(r) for r in rows}
+            return [by_id[i] for i in ids if i in by_id]
 
-    def count_images(self, classes: Iterable[int] | None = None, name: str | None = None) -> int:
+    def count_images(
+        self, classes: Iterable[int] | None = None, name: str | None = None, photo: ImageFilter | None = None
+    ) -> int:
         """How many images `list_images` with the same filters pages through."""
+        query = _filtered(select(func.count(ImageRow.id)), classes, name, ilike=self._ilike, photo=photo)
         with self.session() as s:
-            return int(s.scalar(_filtered(select(func.count(ImageRow.id)), classes, name, ilike=self._ilike)) or 0)
+            return int(s.scalar(query) or 0)
 
     def embeddings(self, ids: Sequence[int], dim: int) -> NDArray[np.float32]:
         """Stored vectors for `ids`, in that order.

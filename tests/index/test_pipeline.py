@@ -12,7 +12,7 @@ from index.config import Settings
 from index.errors import ImageDecodeError
 from index.model.embedder import Embedder
 from index.pipeline import ImageSource, ReadImage, decode_stream, embed_read, read_sources, resolved_paths
-from tests.conftest import CountingEmbedder
+from tests.conftest import CountingEmbedder, encode_photo
 
 
 def _read(images_dir: Path) -> list[ReadImage]:
@@ -77,16 +77,20 @@ def test_jpegs_decoded_by_torchvision_crop_like_pillow(images_dir: Path) -> None
     pre = Embedder(Settings()).preprocessing
     files = [p for p in sorted(images_dir.iterdir()) if p.suffix in (".jpg", ".png")]
     items = [(p.read_bytes(), f"{n:064x}") for n, p in enumerate(files)]
+    taken = encode_photo(images_dir / "coffee.jpg", "JPEG", taken="2024:05:01 12:30:00", make="Apple", gps=(1.5, 2.5))
+    items.append((taken, "f" * 64))
     outcomes = decode_jpegs_on_device(items, pre, 10**8, torch.device("cpu"))
     assert len(outcomes) == len(items)
     for (data, sha), outcome in zip(items, outcomes, strict=True):
         assert not isinstance(outcome, Exception)
         reference = decode_for_model(data, pre, 10**8, sha256=sha)
         assert (outcome.sha256, outcome.width, outcome.height) == (sha, reference.width, reference.height)
+        assert outcome.exif == reference.exif  # read from the header on either path
         crop = np.asarray(outcome.crop)
         assert crop.shape == reference.crop.shape == (pre.input_size, pre.input_size, 3)
         # Different decoders and resamplers: close, not identical.
         assert np.abs(crop.astype(int) - np.asarray(reference.crop).astype(int)).mean() < 6
+    assert outcomes[-1].exif.camera_make == "Apple" and outcomes[-1].exif.latitude == 1.5
 
 
 def test_device_decoding_embeds_like_the_pillow_path_and_reports_bad_images(images_dir: Path) -> None:

@@ -27,7 +27,7 @@ export function planBatches(items, maxFiles, maxBytes) {
   return { batches, tooLarge };
 }
 
-const IMAGE_NAME = /\.(jpe?g|jfif|png|webp|gif|bmp|tiff?)$/i;
+const IMAGE_NAME = /\.(jpe?g|jfif|png|webp|gif|bmp|tiff?|heic|heif|hif|avif|dng|cr2|cr3|nef|arw)$/i;
 
 export function looksLikeImage(file) {
   return IMAGE_NAME.test(file.name) || (file.type || "").startsWith("image/");

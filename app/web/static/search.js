@@ -171,7 +171,7 @@ results.addEventListener("click", (event) => {
 });
 
 function firstImage(files) {
-  return Array.from(files || []).find((f) => f.type.startsWith("image/") || /\.(jpe?g|png|webp|gif|bmp|tiff?)$/i.test(f.name));
+  return Array.from(files || []).find((f) => f.type.startsWith("image/") || /\.(jpe?g|png|webp|gif|bmp|tiff?|heic|heif|hif|avif|dng|cr2|cr3|nef|arw)$/i.test(f.name));
 }
 
 fileInput.addEventListener("change", () => {

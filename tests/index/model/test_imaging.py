@@ -80,6 +80,10 @@ def assert_is_model_crop(crop: np.ndarray) -> None:
         ("BMP", "RGB"),
         ("TIFF", "RGB"),
         ("TIFF", "CMYK"),
+        ("HEIF", "RGB"),
+        ("HEIF", "RGBA"),
+        ("AVIF", "RGB"),
+        ("AVIF", "RGBA"),
     ],
 )
 def test_odd_modes_and_formats_decode_to_an_rgb_crop(make_image: ImageFactory, fmt: str, mode: str) -> None:
@@ -281,6 +285,36 @@ def test_the_header_estimate_covers_what_the_decode_holds(kind: str) -> None:
     rgb8 = hostile.WIDTH * hostile.HEIGHT * 3
     # Measured peaks (see the test above): 131 MB (16-bit), 214 MB (float), 204 MB (GIF), 323 MB (RGBA).
     assert rgb8 < estimate <= 3 * rgb8
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_a_heic_or_avif_decode_holds_less_than_its_header_estimate(tmp_path: Path, fmt: str) -> None:
+    # Noise, so that the encoder cannot make the picture trivial; decoded in a fresh process, as above.
+    noise = np.random.default_rng(3).integers(0, 256, (1500, 2000, 3), dtype=np.uint8)
+    data = save(Image.fromarray(noise), fmt, quality=50)
+    estimate = decode_memory(open_image(data, LIMIT), data)
+    path = tmp_path / "image"
+    path.write_bytes(data)
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE_DECODE, str(path), "model"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert 0 < int(out.stdout) < estimate, f"{fmt}: +{int(out.stdout) / 2**20:.0f} MiB, counted {estimate / 2**20:.0f}"
+
+
+def test_without_pillow_heif_a_heic_is_refused_naming_the_package(make_image: ImageFactory) -> None:
+    # A process where pillow-heif cannot be imported, as in an install without it.
+    script = (
+        "import sys; sys.modules['pillow_heif'] = None\n"
+        "from index.errors import UnsupportedImageFormat\n"
+        "from index.model.imaging import open_image\n"
+        "try:\n    open_image(sys.stdin.buffer.read(), 10**8)\n"
+        "except UnsupportedImageFormat as exc:\n    print(exc)\n"
+    )
+    heic = make_image("HEIF")
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, input=heic, capture_output=True, check=True)
+    assert "install pillow-heif to read HEIC" in out.stdout.decode()
+    assert open_image(heic, LIMIT).format == "HEIF"  # and with it, the same bytes open
 
 
 def test_an_image_needing_more_than_the_whole_budget_is_refused_with_the_figure() -> None:

@@ -7,6 +7,8 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -16,6 +18,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 
 from index.errors import BackendUnavailable
+from index.model.exif import PhotoExif
 from index.storage.blobs import FsspecBlobs
 from index.storage.database import HEAD_REVISION, MIGRATIONS_DIR
 from index.storage.schema import Base
@@ -35,7 +38,10 @@ UNDO_0003 = (
 )
 # What migration 0004 added; a database at 0002 has neither.
 UNDO_0004 = ("DROP TABLE pair_verdicts",)
-UNDO_SINCE_0002 = UNDO_0004 + UNDO_0003
+# What migration 0005 added: the EXIF columns.
+EXIF_COLUMNS = ("taken_at", "camera_make", "camera_model", "lens", "latitude", "longitude")
+UNDO_0005 = ("DROP INDEX ix_images_taken_at", *(f"ALTER TABLE images DROP COLUMN {c}" for c in EXIF_COLUMNS))
+UNDO_SINCE_0002 = UNDO_0005 + UNDO_0004 + UNDO_0003
 
 
 def alembic_version(url: str) -> str:
@@ -69,7 +75,7 @@ def test_a_sqlite_database_made_before_migrations_is_stamped_and_keeps_its_rows(
     legacy = create_engine(f"sqlite:///{db_path}")
     Base.metadata.create_all(legacy, tables=[t for t in Base.metadata.sorted_tables if t.name in INITIAL_TABLES])
     with legacy.begin() as conn:  # the columns later revisions added to those tables
-        for statement in UNDO_0003[2:]:
+        for statement in UNDO_0005 + UNDO_0003[2:]:
             conn.exec_driver_sql(statement)
     legacy.dispose()
     store = ImageStore(data_dir)
@@ -155,6 +161,37 @@ def test_a_database_at_revision_0002_gains_the_trash_and_decisions_and_keeps_its
         reopened.move_to_trash(image_id)
         assert reopened.count() == 0 and reopened.trashed_ids() == [image_id]
         assert reopened.add_dismissal([f"{1:064x}", f"{2:064x}"]).id == 1
+    finally:
+        reopened.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_database_at_revision_0004_gains_the_exif_columns_and_keeps_its_rows(tmp_path: Path, kind: str) -> None:
+    data_dir = tmp_path / "data"
+    url = fresh_postgres_database() if kind == "postgresql" else None
+    store = ImageStore(data_dir, url)
+    image_id = store.insert([new_image(1, "kept.png")], "m", "w")[f"{1:064x}"][0]
+    engine = store.engine
+    with engine.begin() as conn:
+        for statement in UNDO_0005:
+            conn.exec_driver_sql(statement)
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0004'")
+    rendered = engine.url.render_as_string(hide_password=False)
+    store.close()
+
+    reopened = ImageStore(data_dir, url)
+    try:
+        assert alembic_version(rendered) == HEAD_REVISION
+        assert set(EXIF_COLUMNS) <= {c["name"] for c in inspect(reopened.engine).get_columns("images")}
+        info = reopened.get(image_id)
+        assert info is not None and info.names == ["kept.png"]
+        assert (info.taken_at, info.camera_model, info.latitude) == (None, None, None)
+        taken = PhotoExif(datetime(2024, 5, 1, 12, 30), "Apple", "iPhone 15 Pro", "back camera", 48.858, -2.29)
+        new_id = reopened.insert([replace(new_image(2, "new.heic"), exif=taken)], "m", "w")[f"{2:064x}"][0]
+        stored = reopened.get(new_id)
+        assert stored is not None
+        assert (stored.taken_at, stored.camera_make, stored.camera_model) == (taken.taken_at, "Apple", "iPhone 15 Pro")
+        assert (stored.lens, stored.latitude, stored.longitude) == ("back camera", 48.858, -2.29)
     finally:
         reopened.close()
 
