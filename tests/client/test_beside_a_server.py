@@ -2,7 +2,7 @@
 
 `find-duplicates` goes through the API (uploading only what the server lacks, grouping with POST
 /duplicates/among), prints the same as on the index itself, moves and puts back the local files, and refuses
-bad input in one line before uploading anything."""
+bad input in one line before uploading anything. `rebuild-index` refuses in one line naming the server."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import httpx
 import pytest
 from PIL import Image, ImageOps
 
+from client.cli import rebuild_main
 from client.duplicates import main
 from tests.app.server import running_server
 from tests.client.test_cli import assert_one_line_error, run
@@ -174,3 +175,16 @@ def test_an_api_that_cannot_be_reached_is_one_line_and_exit_1(
     assert_one_line_error(code, out, err, "cannot reach the API at http://127.0.0.1:9")
     assert code == 1
 
+
+def test_rebuild_index_beside_a_running_api_is_one_line_saying_to_stop_that_server_and_changes_nothing(
+    capsys: pytest.CaptureFixture[str], folder: Path, tmp_path: Path, api: tuple[str, Path]
+) -> None:
+    url, _log = api
+    assert run(capsys, main, "--images_folder", str(folder), "--quiet")[0] == 0
+    before = httpx.get(f"{url}/stats").json()
+    code, out, err = run(capsys, rebuild_main, "--quiet", "--reembed")
+    server = f"is served by the imgsim API server at {url} (pid "
+    assert_one_line_error(code, out, err, server, "stop that server first")
+    assert code == 1 and "--api_url" not in err
+    assert httpx.get(f"{url}/stats").json() == before
+    assert httpx.get(f"{url}/search", params={"ref": "astronaut.jpg", "k": 1}).status_code == 200
