@@ -36,7 +36,7 @@ OPEN_PATHS = frozenset(
 )
 OPEN_PREFIXES = ("/static/", "/docs-assets/", "/library/")
 # POST routes that only read: they run the model or search, but store nothing; and trading a key for a session.
-READ_ONLY_POSTS = frozenset({"/search", "/embed", "/predict", "/rank", SESSION_PATH})
+READ_ONLY_POSTS = frozenset({"/search", "/embed", "/predict", "/rank", "/duplicates/among", SESSION_PATH})
 API_KEY_QUERY = "api_key"
 HEADER_HINT = "send it in the header X-API-Key or Authorization: Bearer"
 

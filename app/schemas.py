@@ -441,6 +441,26 @@ class ResolveOut(BaseModel):
     trashed: list[ImageOut] = Field(description="The copies now in the trash (restore with POST /trash/{id}/restore)")
 
 
+MAX_AMONG_IDS = 100_000  # a large folder's images, as many as POST /rank scores
+
+
+class DuplicatesAmongRequest(BaseModel):
+    model_config = examples({"ids": [12, 13, 14, 15], "level": "near"})
+
+    ids: list[ImageIdField] = Field(
+        min_length=1, max_length=MAX_AMONG_IDS, description="The stored images to group (a folder's, say)"
+    )
+    level: DuplicateLevel | None = Field(
+        default=None, description="What counts as a duplicate, as for GET /duplicates (default near)"
+    )
+    threshold: float | None = Field(
+        default=None, ge=0, le=1, description="A duplicate similarity of one's own instead of a level"
+    )
+    min_size: int = Field(default=2, ge=2, le=1_000_000, description="Smallest group size (copies)")
+    offset: int = Field(default=0, ge=0, le=2**62, description="Groups to skip (pagination)")
+    limit: int = Field(default=50, ge=1, le=1000, description="Most groups to return")
+
+
 class DismissRequest(BaseModel):
     model_config = examples({"ids": [12, 13]})
 

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from client.cli import add_version
 from index.config import Settings, get_settings
 from index.errors import ImgsimError
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
     p.add_argument("--data_dir", default=None, help="index location (default: $IMGSIM_DATA_DIR or data)")
     p.add_argument("--no_recursive", action="store_true", help="only the folder itself, not its subfolders")
+    add_version(p)
     return p
 
 

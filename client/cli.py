@@ -196,6 +196,25 @@ class ReembedProgress:
             self.bar = None
 
 
+def refuse_beside_a_server(data_dir: Path) -> None:
+    """`rebuild-index` does not run beside the API serving `data_dir`: the API has no rebuild (it would have to
+    swap the model and vector index it holds open while answering), so the server is stopped first.
+
+    Raises:
+        DataDirLocked: an API server holds the data directory (the message names it).
+    """
+    from index.errors import DataDirLocked
+    from index.storage.lock import describe_holder, read_holder, serving_url
+
+    if serving_url(data_dir):
+        holder = read_holder(data_dir)
+        raise DataDirLocked(
+            f"{data_dir} is served by {describe_holder(holder)}: stop that server first, then run rebuild-index "
+            "(the API cannot rebuild the index it holds open)",
+            holder,
+        )
+
+
 def rebuild_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `rebuild-index`."""
     args = build_rebuild_parser().parse_args(argv)
@@ -207,6 +226,7 @@ def rebuild_main(argv: Sequence[str] | None = None) -> int:
     bar = ReembedProgress(show=not args.quiet)
     try:
         settings = _settings(args)
+        refuse_beside_a_server(settings.data_dir)
         report = rebuild_index(settings, reembed=args.reembed, progress=bar.update, on_count=bar.start)
     except ImgsimError as exc:
         bar.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
@@ -17,6 +17,7 @@ from client.cli import INTERRUPTED, _fail, _settings, add_version, exit_now
 from client.local import PROGRESS_MIN_IMAGES
 from client.moves import LeftFile, Move, move_duplicates, target_inside, undo_moves
 from client.progress import show_model_preparation
+from client.remote_duplicates import FoundGroup, FoundMember, StoredFile
 from client.report import (
     DuplicatesHeader,
     FileCopy,
@@ -26,10 +27,12 @@ from client.report import (
     format_duplicates,
     terminal_text,
 )
-from index.duplicates import LEVEL_MEANINGS, DuplicateReport, group_is_copies, group_reason
+from index.duplicates import LEVEL_MEANINGS, Criterion, describe_group
+from index.duplicates.verifier import identical_bytes
 from index.errors import ImgsimError, InvalidArgument
-from index.ingest import IngestResult, list_image_files
+from index.ingest import list_image_files
 from index.pipeline import ImageSource
+from index.storage.lock import serving_url
 
 DESCRIPTION = """Find groups of near-duplicate images in a folder.
 
@@ -38,6 +41,10 @@ then its images are grouped: every image of a group is a duplicate of the one to
 resolution, then the larger file, then the richer EXIF, then the oldest), not only of another member.
 Nothing is moved unless --move-to is given; nothing is ever deleted or overwritten. Pairs a person said are
 not duplicates (the web page's "Keep all", POST /duplicates/dismiss) are never grouped.
+
+When a running API serves the data directory (or --api_url names one), the folder goes through it: only the
+files the server lacks are uploaded, the groups of the folder's images come from POST /duplicates/among, and
+the output is the same; --move-to and --undo still move the files here.
 
 --move-to DIR moves every file but the kept one of each group into DIR (a name taken there gets " (1)",
 " (2)"...). It never moves the kept file, a hard or symbolic link to it, nor any symbolic link (it holds no
@@ -65,6 +72,7 @@ example:
   find-duplicates --images_folder photos --json > groups.json
   find-duplicates --images_folder photos --html report.html --move-to photos-duplicates
   find-duplicates --undo photos-duplicates/find-duplicates-20250101-120000.json
+  find-duplicates --images_folder photos --api_url http://127.0.0.1:8080
 """
 
 
@@ -93,34 +101,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--undo", default=None, metavar="MANIFEST", help="put back the files a --move-to manifest lists, and stop"
     )
+    p.add_argument("--api_url", default=None, help="use this running imgsim API (default: the one serving --data_dir)")
+    p.add_argument("--api_key", default=None, help="API key for the API (default: $IMGSIM_API_KEY)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
     add_version(p)
     return p
 
 
-def file_groups(report: DuplicateReport, stored: dict[Path, IngestResult]) -> list[FileGroup]:
-    """The library's groups as files of the folder (`stored`: each file's ingest result); groups with fewer
-    than two of its files are left out. Of the files of the kept image, the one kept is the first that is not
-    a symbolic link."""
+def file_groups(groups: Sequence[FoundGroup], stored: dict[Path, StoredFile]) -> list[FileGroup]:
+    """The groups as files of the folder (`stored`: the stored image each file is); groups with fewer than two of
+    its files are left out, and the folder's byte copies of one image that no group holds make a group of their
+    own. Of the files of the kept image, the one kept is the first that is not a symbolic link. The reason counts
+    the folder's files, so it reads the same whatever else the library holds."""
     files_of: dict[int, list[Path]] = {}
-    for path, result in stored.items():
-        if result.id is not None:
-            files_of.setdefault(result.id, []).append(path)
+    for path, found in stored.items():
+        files_of.setdefault(found.id, []).append(path)
+    grouped = {m.id for g in groups for m in g.members}
+    singles = [
+        FoundGroup(i, None, True, [FoundMember(i, 1.0, paths[0].stat().st_size, identical_bytes())])
+        for i, paths in files_of.items()
+        if len(paths) > 1 and i not in grouped
+    ]
     out = []
-    for group in report.groups:
+    for group in [*groups, *singles]:
         files = [
             FileCopy(
-                m.image.id,
+                m.id,
                 path.name,
                 str(path),
                 m.similarity,
                 False,
-                stored[path].sha256 or "",
-                m.image.byte_size,
+                stored[path].sha256,
+                m.byte_size,
                 m.evidence.kind if m.evidence is not None else "",
             )
             for m in group.members
-            for path in sorted(files_of.get(m.image.id, []))
+            for path in sorted(files_of.get(m.id, []))
         ]
         if len(files) < 2:
             continue
@@ -129,37 +145,79 @@ def file_groups(report: DuplicateReport, stored: dict[Path, IngestResult]) -> li
         files.insert(0, files.pop(kept))
         k = files[0]
         files[0] = FileCopy(k.id, k.filename, k.path, 1.0, True, k.sha256, k.size)
-        out.append(FileGroup(k.id, files, group_is_copies(group), group_reason(group)))
-    out.sort(key=lambda g: -len(g.files))
+        others = group.members[1:]
+        reason = describe_group(group.level, len(files), [m.similarity for m in others], [m.evidence for m in others])
+        out.append(FileGroup(k.id, files, group.copies, reason))
+    out.sort(key=lambda g: (-len(g.files), g.keep))
     return out
 
 
-def find_duplicates(args: argparse.Namespace) -> tuple[DuplicatesHeader, list[FileGroup]]:
-    """Ingest the folder and group its images.
+def refuse_unproven_moves(criterion: Criterion) -> None:
+    """Raises InvalidArgument: --move-to with a criterion whose pairs are not proven copies."""
+    if not criterion.verified:
+        raise InvalidArgument(
+            "--move-to moves only proven copies (--level near or exact): similar photos are not copies"
+        )
+
+
+def serving_api(args: argparse.Namespace) -> tuple[str, str | None] | None:
+    """The API to go through (`--api_url`, else the one serving the data directory, said on stderr) and its key;
+    None for the index itself.
 
     Raises:
-        InvalidArgument, ModelMismatch, UnknownModel, WeightsNotFound.
+        InvalidSettings: the settings are invalid.
     """
-    from index.service import ImageIndex
+    settings = _settings(args)
+    api_url = args.api_url
+    if not api_url:
+        api_url = serving_url(settings.data_dir)
+        if api_url:
+            print(f"{settings.data_dir} is served by the API at {api_url}: using it", file=sys.stderr)
+    return (api_url, args.api_key or settings.api_key) if api_url else None
 
+
+def find_duplicates(args: argparse.Namespace) -> tuple[DuplicatesHeader, list[FileGroup]]:
+    """Ingest the folder and group its images, on the index itself or through the API serving it.
+
+    Raises:
+        InvalidArgument, ModelMismatch, UnknownModel, WeightsNotFound, ApiError.
+    """
     folder = Path(args.images_folder)
     files = list_image_files(folder, recursive=args.recursive)
+    check = refuse_unproven_moves if args.move_to else (lambda _: None)
+    api = serving_api(args)
+    if api is not None:
+        from client.remote_duplicates import group_folder_remote
+
+        found = group_folder_remote(
+            api[0], files, args.level, args.threshold, check=check, api_key=api[1], show_progress=not args.quiet
+        )
+        criterion, stored, groups, skipped = found.criterion, found.stored, found.groups, found.skipped
+    else:
+        criterion, stored, groups, skipped = _group_locally(args, files, check)
+    for name, why in skipped:
+        print(f"skipped {terminal_text(name)}: {terminal_text(why)}", file=sys.stderr)
+    header = DuplicatesHeader(criterion.level, criterion.threshold, describe(criterion.level, criterion.threshold))
+    return header, file_groups(groups, stored)
+
+
+def _group_locally(
+    args: argparse.Namespace, files: list[Path], check: Callable[[Criterion], None]
+) -> tuple[Criterion, dict[Path, StoredFile], list[FoundGroup], list[tuple[str, str]]]:
+    from index.service import ImageIndex
+
     with ImageIndex(_settings(args)) as index:
         criterion = index.duplicates.space.resolve(args.level, args.threshold)  # bad input fails before any work
-        if args.move_to and not criterion.verified:
-            raise InvalidArgument(
-                "--move-to moves only proven copies (--level near or exact): similar photos are not copies"
-            )
+        check(criterion)
         show = not args.quiet and len(files) >= PROGRESS_MIN_IMAGES
         with tqdm(total=len(files), unit="img", disable=not show) as bar:
             results = index.ingest(ImageSource.from_paths(files), progress=bar.update)
-        for r in results:
-            if r.status == "error":
-                print(f"skipped {terminal_text(r.name)}: {terminal_text(str(r.error))}", file=sys.stderr)
-        stored = {Path(f): r for f, r in zip(files, results, strict=True) if r.id is not None}
-        report = index.duplicate_groups(args.level, args.threshold, among={r.id for r in stored.values() if r.id})
-    header = DuplicatesHeader(report.level, report.threshold, describe(report.level, report.threshold))
-    return header, file_groups(report, stored)
+        skipped = [(r.name, str(r.error)) for r in results if r.status == "error"]
+        stored = {
+            Path(f): StoredFile(r.id, r.sha256 or "") for f, r in zip(files, results, strict=True) if r.id is not None
+        }
+        report = index.duplicate_groups(args.level, args.threshold, among={s.id for s in stored.values()})
+    return criterion, stored, [FoundGroup.of(g) for g in report.groups], skipped
 
 
 def describe(level: str | None, threshold: float) -> str:

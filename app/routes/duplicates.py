@@ -16,13 +16,16 @@ from app.schemas import (
     DismissRequest,
     DuplicateGroupOut,
     DuplicateImageOut,
+    DuplicatesAmongRequest,
     DuplicatesResponse,
     ImageDuplicatesResponse,
     ImageOut,
     ResolveOut,
     ResolveRequest,
 )
-from index.duplicates import LEVEL_MEANINGS
+from index.duplicates import LEVEL_MEANINGS, DuplicateReport
+from index.errors import UnknownReference
+from index.service import ImageIndex
 
 router = APIRouter(tags=["duplicates"])
 
@@ -65,6 +68,29 @@ async def list_duplicates(
     # Vector searches, reading kept bytes to verify pairs, and SQLite reads all block: in the thread pool (the
     # answer is cached until the index changes, and verdicts are kept, so paging does not search again).
     report = await run_in_threadpool(index.duplicate_groups, level, threshold)
+    return _page(report, min_size, offset, limit)
+
+
+@router.post("/duplicates/among", responses=error_responses(404, 422))
+async def duplicates_among(index: IndexDep, request: DuplicatesAmongRequest) -> DuplicatesResponse:
+    """The groups of duplicates among the given stored images only (a folder's), as `GET /duplicates` answers
+    them; changes nothing. An id not stored, or in the trash, is a 404."""
+    # SQLite reads, vector searches and verifying pairs block: in the thread pool (cached as GET /duplicates).
+    report = await run_in_threadpool(_among, index, request)
+    return _page(report, request.min_size, request.offset, request.limit)
+
+
+def _among(index: ImageIndex, request: DuplicatesAmongRequest) -> DuplicateReport:
+    index.duplicates.space.resolve(request.level, request.threshold)  # a bad level is a 422 before any lookup
+    ids = list(dict.fromkeys(request.ids))
+    found = index.store.get_many(ids)
+    missing = sorted(i for i in ids if i not in found or found[i].trashed_at is not None)
+    if missing:
+        raise UnknownReference(f"no images with ids {missing[:10]} (outside the trash)")
+    return index.duplicate_groups(request.level, request.threshold, among=ids)
+
+
+def _page(report: DuplicateReport, min_size: int, offset: int, limit: int) -> DuplicatesResponse:
     groups = [g for g in report.groups if g.size >= min_size]
     return DuplicatesResponse(
         total=len(groups),

@@ -48,18 +48,26 @@ def group_is_copies(group: DuplicateGroup) -> bool:
 
 def group_reason(group: DuplicateGroup) -> str:
     """Why the images are a group, in words."""
-    files = group.size
-    if len(group.members) == 1:
+    others = group.members[1:]
+    return describe_group(group.level, group.size, [m.similarity for m in others], [m.evidence for m in others])
+
+
+def describe_group(
+    level: str | None, files: int, similarities: Sequence[float], evidence: Sequence[Evidence | None]
+) -> str:
+    """Why `files` files are a group, in words: the level, and the similarity and evidence of each image but the
+    kept one (none: one picture under several names)."""
+    if not similarities:
         return f"one picture stored under {files} names: identical bytes"
-    lowest = min(m.similarity for m in group.members[1:])
-    if group.level == "exact":
+    lowest = min(similarities)
+    if level == "exact":
         return f"the same picture {files} times: identical bytes or pixels"
-    if group.level == "near":
-        kinds = sorted({m.evidence.kind for m in group.members[1:] if m.evidence is not None})
-        flows = [m.evidence.flow_px for m in group.members[1:] if m.evidence is not None and m.evidence.flow_px]
+    if level == "near":
+        kinds = sorted({e.kind for e in evidence if e is not None})
+        flows = [e.flow_px for e in evidence if e is not None and e.flow_px]
         detail = f", aligned to within {max(flows):.2f} px" if flows else ""
         return f"{files} copies of one capture: each checked against the kept image ({', '.join(kinds)}{detail})"
-    if group.level == "similar":
+    if level == "similar":
         return f"{files} similar photos (the same scene or object): similarity to the kept image at least {lowest:.2f}"
     return f"{files} photos with similarity to the kept image at least {lowest:.2f}"
 

@@ -137,6 +137,8 @@ def test_a_read_key_reads_and_searches_but_cannot_change_the_index(locked: TestC
     assert locked.get(f"/images/{image_id}/content", headers=read).status_code == 200
     search = locked.post("/search", files={"file": ("q.png", upload("cat.png")[0][1][1])}, headers=read)
     assert search.status_code == 200
+    among = locked.post("/duplicates/among", json={"ids": [image_id]}, headers=read)  # groups: a read, too
+    assert among.status_code == 200 and among.json()["total"] == 0
     refused = locked.delete(f"/images/{image_id}", headers=read)
     assert refused.status_code == 403 and "write" in refused.json()["detail"]
     assert locked.delete(f"/images/{image_id}", headers=write).status_code == 200

@@ -204,6 +204,43 @@ def test_resolving_a_group_trashes_the_copies_and_records_their_names_on_the_kep
     assert paired(client, astronaut, mirror) and paired(client, astronaut, small)
 
 
+def test_groups_among_some_images_are_those_of_get_duplicates_restricted_to_them(dup_client: TestClient) -> None:
+    every = dup_client.get("/duplicates").json()
+    listing = dup_client.get("/images", params={"limit": 1000}).json()["items"]
+    ids = {i["filename"]: i["id"] for i in listing}
+    among = [ids["astronaut.jpg"], ids["astronaut_small.jpg"], ids["rocket.jpg"], ids["camera.jpg"]]
+    response = dup_client.post("/duplicates/among", json={"ids": among})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    (astronaut,) = [g for g in every["groups"] if g["keep"] == ids["astronaut.jpg"]]
+    assert set(body) == set(every) and body["total"] == 1 and body["level"] == "near"
+    (group,) = body["groups"]
+    assert [i["filename"] for i in group["images"]] == ["astronaut.jpg", "astronaut_small.jpg"]
+    assert group["images"] == [i for i in astronaut["images"] if i["id"] in among]
+    assert group["copies"] is True and group["keep"] == ids["astronaut.jpg"]
+    similar = dup_client.post("/duplicates/among", json={"ids": among, "level": "similar", "limit": 1}).json()
+    assert similar["level"] == "similar" and similar["limit"] == 1 and len(similar["groups"]) <= 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        ({"ids": [10**9]}, 404, "no images with ids [1000000000]"),
+        ({"ids": []}, 422, "ids"),
+        ({"ids": [1], "level": "close"}, 422, "level"),
+        ({"ids": [1], "threshold": 0.2}, 422, "threshold must be between"),
+        ({"ids": [1], "level": "near", "threshold": 0.9}, 422, "not both"),
+    ],
+)
+def test_groups_among_bad_ids_or_levels_are_a_clear_4xx(
+    dup_client: TestClient, body: dict[str, object], status: int, says: str
+) -> None:
+    before = dup_client.get("/stats").json()["count"]
+    response = dup_client.post("/duplicates/among", json=body)
+    assert response.status_code == status and says in str(response.json()["detail"]), response.text
+    assert dup_client.get("/stats").json()["count"] == before
+
+
 @pytest.mark.parametrize(
     ("body", "status"),
     [

@@ -306,6 +306,7 @@ COMMANDS = [
     ("similarity-analysis", "client.cli"),
     ("rebuild-index", "client.rebuild"),
     ("find-duplicates", "client.duplicates"),
+    ("batch-ingest", "client.batch_ingest"),
 ]
 
 

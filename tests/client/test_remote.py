@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,3 +142,20 @@ def test_remote_mode_sends_the_api_key_and_a_missing_key_is_one_line(
         monkeypatch.setenv("IMGSIM_API_KEY", "writer-key")
         code, out, _err = _run(capsys, *common)
         assert code == 0 and "cat_mirror.png" in out
+
+
+def test_a_row_printed_with_recursive_is_accepted_back_as_the_reference_in_remote_mode_too(
+    api_url: str, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (folder / "more").mkdir()
+    shutil.move(folder / "cat_grey.png", folder / "more" / "cat_grey.png")
+    base = ["--images_folder", str(folder), "--top_k", "0", "--quiet", "--recursive", "--api_url", api_url]
+    shown = str(Path("more") / "cat_grey.png")
+    code, out, err = _run(capsys, *base)
+    assert code == 0, err
+    assert shown in [line.split()[1] for line in out.splitlines()[3:]]
+    code, out, err = _run(capsys, *base, "--ref_image", shown)
+    assert code == 0, err
+    assert "Reference: cat_grey.png" in out
+    local = _run(capsys, *base[:-2], "--ref_image", shown, "--data_dir", str(tmp_path / "local"))
+    assert local[1] == out
