@@ -2,7 +2,8 @@
 
 Starts the service on a temporary data directory, stores the sample photos (and some of the shared ImageNet
 sample when present), and saves docs/search.png, library.png, detail.png, ingest.png, duplicates.png (when
-the server has the duplicates API) and trash.png (when it has the trash).
+the server has the duplicates API) and trash.png (when it has the trash); then phone-light.png (the library at
+390 x 844), phone-dark.png (a search there, dark theme) and wide.png (the library at 1920 x 1080).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from tests.conftest import IMAGES_DIR, REPO_ROOT
 from tests.web.sample import VIEWPORT, ingest, launch_chromium, repo_photos
 
 # The shared ImageNet sample beside the checkout (a script may read it; the tests never do).
+PHONE = {"width": 390, "height": 844}
+WIDE = {"width": 1920, "height": 1080}
 IMAGENET_SAMPLE_DIR = REPO_ROOT.parent / "shared" / "datasets" / "imagenet-sample"
 
 
@@ -54,10 +57,10 @@ def capture(out: Path) -> list[Path]:
             browser = launch_chromium(playwright)
             page = browser.new_page(viewport=VIEWPORT, base_url=url)
 
-            def shot(name: str) -> None:
-                settle(page)
+            def shot(name: str, on: Page = page) -> None:
+                settle(on)
                 path = out / f"{name}.png"
-                page.screenshot(path=str(path))
+                on.screenshot(path=str(path))
                 shrink(path)
                 saved.append(path)
 
@@ -90,6 +93,18 @@ def capture(out: Path) -> list[Path]:
                 page.goto("/library/trash")
                 page.locator(".card").first.wait_for()
                 shot("trash")
+
+            # A phone in the light and in the dark theme, and a wide screen.
+            for name, size, scheme, path in (
+                ("phone-light", PHONE, "light", "/library"),
+                ("phone-dark", PHONE, "dark", f"/?ref={ids['cat.png']}&k=10&metric=cosine&label="),
+                ("wide", WIDE, "light", "/library"),
+            ):
+                other = browser.new_page(viewport=size, base_url=url, color_scheme=scheme)  # type: ignore[arg-type]
+                other.goto(path)
+                other.locator(".card").first.wait_for()
+                shot(name, other)
+                other.close()
             browser.close()
     return saved
 

@@ -103,7 +103,9 @@ function searchByUpload(file) {
 
 function render(answer, describeQuery) {
   const opts = options();
-  queryBox.replaceChildren(...describeQuery(answer), el("span", { class: "muted" }, ` · ${answer.metric}`));
+  // The words in one box beside the thumbnail, so that a long name wraps as text, not as a column of its own.
+  const [thumb, ...words] = describeQuery(answer);
+  queryBox.replaceChildren(thumb, el("span", { class: "query-text" }, words, el("span", { class: "muted" }, ` · ${answer.metric}`)));
   if (!answer.results.length) {
     results.replaceChildren(
       el("p", { class: "empty" }, opts.label ? `No stored image is labelled “${opts.label}”.` : "The library has no other images yet."),
