@@ -110,7 +110,7 @@ def open_network_warning(settings: Settings, argv: list[str] | None = None) -> s
         f"WARNING: imgsim listens on {host}:{port} with no API keys: anyone who can reach this address can read,\n"
         "add and delete images. Set keys before exposing it, for example:\n"
         '    IMGSIM_API_KEYS="$(openssl rand -hex 16):write"\n'
-        "and IMGSIM_REQUIRE_KEYS=true to refuse to start without them (see the README, Security).\n"
+        "and IMGSIM_REQUIRE_KEYS=true to refuse to start without them (see docs/security.md).\n"
         f"{rule}"
     )
 

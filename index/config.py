@@ -114,7 +114,7 @@ class Settings(BaseSettings):
             scopes[key] = "write" if scope == "write" else "read"
         return scopes
 
-    # Past one machine (see the README's capacity plan); the defaults keep everything in `data_dir`.
+    # Past one machine (see docs/past-one-machine.md, "Capacity plan"); the defaults keep everything in `data_dir`.
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the metadata database; default: SQLite in data_dir."
     )

@@ -147,7 +147,8 @@ class ImageIndex:
         """The duplicate finder over the vector index.
 
         A vector server (Milvus) offers no all-pairs range search: there, each call works on an exact FAISS
-        copy of the stored vectors read from the database (memory and time grow with the library; see README).
+        copy of the stored vectors read from the database (memory and time grow with the library; see
+        docs/near-duplicates.md).
         """
         if self._duplicates is not None:
             return self._duplicates

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from app.openapi_file import DOCS_SCHEMA
 from app.routes.compat import UploadImagesResponse
 from app.schemas import EmbedResponse, IngestResponse, PredictResponse, SearchResponse
 
@@ -57,6 +59,11 @@ def test_the_docs_scripts_are_the_real_swagger_ui_and_redoc_bundles(photo_client
     assert "SwaggerUIBundle" in swagger.text and len(swagger.content) > 500_000
     assert "Redoc" in redoc.text and len(redoc.content) > 500_000
     assert photo_client.get("/docs-assets/swagger-ui.css").headers["content-type"].startswith("text/css")
+
+
+def test_the_schema_kept_with_the_manual_is_the_one_the_app_serves(openapi: dict[str, Any]) -> None:
+    kept = json.loads(DOCS_SCHEMA.read_text(encoding="utf-8"))
+    assert kept == openapi, "docs/api/openapi.json is out of date: run `python -m app.openapi_file`"
 
 
 def test_no_request_body_has_a_generated_name(openapi: dict[str, Any]) -> None:

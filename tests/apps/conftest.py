@@ -14,7 +14,7 @@ from tests.conftest import IMAGES_DIR, REPO_ROOT
 
 APPS_DIR = REPO_ROOT / "apps"
 NOTEBOOK = APPS_DIR / "imgsim.ipynb"
-# The app's requirements (apps/requirements.txt) live in their own environment, as the README installs them.
+# The app's requirements (apps/requirements.txt) live in their own environment, as docs/mercury.md installs them.
 MERCURY_VENV = Path(os.environ.get("IMGSIM_MERCURY_VENV", REPO_ROOT / ".venv-mercury"))
 STORED = ["cat.png", "cat_crop.jpg", "cat_mirror.png", "coffee.jpg", "rocket.jpg", "astronaut.jpg", "camera.jpg"]
 CAT_VARIANTS = {"cat.png", "cat_crop.jpg", "cat_mirror.png"}

@@ -20,7 +20,7 @@ RENDER_TIMEOUT_MS = 120_000
 
 
 def mercury_command(port: int) -> list[str]:
-    """The README's command, on a free port (and --allow-root where the tests run as root, as in CI)."""
+    """docs/mercury.md's command, on a free port (and --allow-root where the tests run as root, as in CI)."""
     command = [str(mercury_tool("mercury")), str(NOTEBOOK.relative_to(REPO_ROOT)), "--ip=127.0.0.1"]
     command += [f"--port={port}", "--no-browser", "--MappingKernelManager.cull_idle_timeout=600"]
     command += ["--MappingKernelManager.cull_interval=60"]

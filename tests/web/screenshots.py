@@ -1,4 +1,4 @@
-"""Screenshots of each view of the web page, for the README: `python -m tests.web.screenshots`.
+"""Screenshots of each view of the web page, for the README and the manual (docs/): `python -m tests.web.screenshots`.
 
 Starts the service on a temporary data directory, stores the sample photos (and some of the shared ImageNet
 sample when present), and saves docs/search.png, library.png, detail.png, ingest.png, duplicates.png (when

@@ -34,7 +34,7 @@ ENGINES: dict[str, EngineEntry] = {
     "onnxruntime": EngineEntry("index.model.engines.onnxruntime_engine", "OnnxRuntimeEngine", "onnxruntime", ("cpu",)),
     "openvino": EngineEntry("index.model.engines.openvino_engine", "OpenVinoEngine", "openvino", ("cpu",)),
 }
-# Fastest first, per device type, as measured by tests/benchmarks/engines.py (README, "Inference engines").
+# Fastest first, per device type, as measured by tests/benchmarks/engines.py (docs/model.md, "Inference engines").
 PREFERENCE: dict[str, tuple[str, ...]] = {
     "cpu": ("openvino", "onnxruntime", "torch"),
     "cuda": ("torch",),
