@@ -354,7 +354,8 @@ class ImageIndex:
         """One stored image's near-duplicates (see `DuplicateFinder.of`).
 
         Raises:
-            UnknownReference, InvalidArgument.
+            UnknownReference: no such image (or it is in the trash).
+            InvalidArgument: an unknown level, or a threshold out of range.
         """
         self.duplicates.space.resolve(level, threshold)
         info = self.get(image_id)
