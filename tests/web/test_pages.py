@@ -71,7 +71,7 @@ def test_searching_with_an_uploaded_photo_shows_ranked_thumbnails(page: Page, tm
     page.wait_for_function(ALL_THUMBNAILS_SHOWN)
 
 
-def test_clicking_a_result_searches_by_it_and_the_address_keeps_the_search(page: Page, site: Site) -> None:
+def test_find_similar_on_a_result_searches_by_it_and_the_address_keeps_the_search(page: Page, site: Site) -> None:
     page.goto(f"/?ref={site.ids['cat.png']}&k=5&metric=euclidean&label=")
     expect(page.locator("#results .card")).to_have_count(5)
     assert set(card_names(page)[:4]) == CAT_VARIANTS
@@ -80,6 +80,7 @@ def test_clicking_a_result_searches_by_it_and_the_address_keeps_the_search(page:
 
     clicked = card_names(page)[4]
     page.locator("#results .card").nth(4).locator("a.thumb").click()
+    page.locator("#viewer").get_by_role("button", name="Find similar").click()
     expect(page.locator("#query")).to_contain_text(clicked)
     query = parse_qs(urlparse(page.url).query)
     assert query["ref"] == [str(site.ids[clicked])] and query["k"] == ["5"] and query["metric"] == ["euclidean"]
@@ -154,9 +155,10 @@ def test_the_label_field_suggests_words_and_a_word_filters_to_its_classes(page: 
     assert set(card_names(page)) == CATS
 
 
-def test_clicking_a_library_image_searches_by_it(page: Page, site: Site) -> None:
+def test_find_similar_on_a_library_image_searches_by_it(page: Page, site: Site) -> None:
     page.goto("/library")
     page.locator("#results .card", has_text="rocket.jpg").locator("a.thumb").click()
+    page.locator("#viewer").get_by_role("button", name="Find similar").click()
     expect(page.locator("#query")).to_contain_text("rocket.jpg")
     assert parse_qs(urlparse(page.url).query)["ref"] == [str(site.ids["rocket.jpg"])]
     expect(page.locator("#results .card").first).to_be_visible()

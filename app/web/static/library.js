@@ -4,6 +4,7 @@
 import { api } from "./api.js";
 import { suggestLabels } from "./labels.js";
 import { el, formatCount, imageCard, searchHref, setStatus, showError, showLibraryCount } from "./ui.js";
+import { attachViewer } from "./viewer.js";
 
 const DEFAULT_PAGE_SIZE = 48;
 
@@ -78,5 +79,7 @@ async function load() {
   }
 }
 
+// A picture opens in the viewer; its "Find similar" goes to the search, as the picture's link does.
+attachViewer(results, { statusBox, findSimilar: (id) => location.assign(searchHref(id)) });
 load();
 showLibraryCount();

@@ -1,9 +1,11 @@
 // Search: by an uploaded image (drop, paste, pick) or by a stored one (?ref=). The query string holds a
-// search by a stored image, so it can be bookmarked, shared and restored by reloading.
+// search by a stored image, so it can be bookmarked, shared and restored by reloading; a result opens in the
+// viewer (viewer.js).
 
 import { api, thumbnailUrl } from "./api.js";
 import { suggestLabels } from "./labels.js";
 import { el, imageCard, scoreText, searchHref, setStatus, showError, showLibraryCount } from "./ui.js";
+import { attachViewer } from "./viewer.js";
 
 const form = document.getElementById("search-form");
 suggestLabels(form.elements.label);
@@ -161,15 +163,15 @@ for (const name of ["k", "metric", "label"]) {
   });
 }
 
-// A click on a result searches by it without reloading the page (its link works without the script too).
-results.addEventListener("click", (event) => {
-  const link = event.target.closest("a.thumb");
-  if (!link || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
-  event.preventDefault();
-  const ref = new URL(link.href).searchParams.get("ref");
-  form.elements.ref.value = ref;
-  searchByRef(ref, true);
-  window.scrollTo({ top: 0, behavior: "smooth" });
+// A click on a result opens it in the viewer; its "Find similar" searches by it without reloading the page
+// (the picture's link searches by it without the script too).
+attachViewer(results, {
+  statusBox,
+  findSimilar(id) {
+    form.elements.ref.value = String(id);
+    searchByRef(String(id), true);
+    window.scrollTo({ top: 0, behavior: "smooth" });
+  },
 });
 
 function firstImage(files) {
