@@ -1,9 +1,10 @@
 """Screenshots of each view of the web page, for the README and the manual (docs/): `python -m tests.web.screenshots`.
 
-Starts the service on a temporary data directory, stores the sample photos (and some of the shared ImageNet
-sample when present), and saves docs/search.png, library.png, detail.png, ingest.png, duplicates.png (when
-the server has the duplicates API) and trash.png (when it has the trash); then phone-light.png (the library at
-390 x 844), phone-dark.png (a search there, dark theme) and wide.png (the library at 1920 x 1080).
+Starts the service on a temporary data directory, stores the sample photos (and, with `--photos DIR`, some
+JPEG photos of that folder, e.g. a photo collection of one's own), and saves docs/search.png, library.png,
+detail.png, ingest.png, duplicates.png (when the server has the duplicates API) and trash.png (when it has the
+trash); then phone-light.png (the library at 390 x 844), phone-dark.png (a search there, dark theme) and
+wide.png (the library at 1920 x 1080).
 """
 
 from __future__ import annotations
@@ -20,17 +21,15 @@ from tests.app.server import running_server
 from tests.conftest import IMAGES_DIR, REPO_ROOT
 from tests.web.sample import VIEWPORT, ingest, launch_chromium, repo_photos
 
-# The shared ImageNet sample beside the checkout (a script may read it; the tests never do).
 PHONE = {"width": 390, "height": 844}
 WIDE = {"width": 1920, "height": 1080}
-IMAGENET_SAMPLE_DIR = REPO_ROOT.parent / "shared" / "datasets" / "imagenet-sample"
 
 
-def imagenet_photos(count: int, skip: int = 0) -> list[Path]:
-    """`count` photos of the shared ImageNet sample (none when it is absent), in name order from `skip`."""
-    if not IMAGENET_SAMPLE_DIR.is_dir():
+def more_photos(folder: Path | None, count: int, skip: int = 0) -> list[Path]:
+    """`count` JPEG photos of `folder` (none without one), in name order from `skip`."""
+    if folder is None:
         return []
-    return sorted(IMAGENET_SAMPLE_DIR.glob("*.JPEG"))[skip : skip + count]
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))[skip : skip + count]
 
 
 def settle(page: Page) -> None:
@@ -46,13 +45,13 @@ def shrink(path: Path) -> None:
     small.save(path, optimize=True)
 
 
-def capture(out: Path) -> list[Path]:
+def capture(out: Path, photos: Path | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     saved: list[Path] = []
     with tempfile.TemporaryDirectory() as tmp:
         data_dir, log = Path(tmp) / "data", Path(tmp) / "server.log"
         with running_server(data_dir, log) as url, sync_playwright() as playwright:
-            ids = ingest(url, repo_photos() + imagenet_photos(38))
+            ids = ingest(url, repo_photos() + more_photos(photos, 38))
             has_duplicates = "/duplicates" in httpx.get(f"{url}/openapi.json").json()["paths"]
             browser = launch_chromium(playwright)
             page = browser.new_page(viewport=VIEWPORT, base_url=url)
@@ -79,7 +78,7 @@ def capture(out: Path) -> list[Path]:
             broken = Path(tmp) / "notes.jpg"
             broken.write_bytes(b"this is not an image")
             page.goto("/library/add")
-            page.set_input_files("#files", [*imagenet_photos(6, skip=38), IMAGES_DIR / "cat.png", broken])
+            page.set_input_files("#files", [*more_photos(photos, 6, skip=38), IMAGES_DIR / "cat.png", broken])
             page.get_by_text("Done", exact=False).first.wait_for(timeout=120_000)
             shot("ingest")
 
@@ -112,7 +111,9 @@ def capture(out: Path) -> list[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs", help="folder for the PNG files")
-    for path in capture(parser.parse_args().out):
+    parser.add_argument("--photos", type=Path, default=None, help="a folder of JPEG photos to fill the library")
+    args = parser.parse_args()
+    for path in capture(args.out, args.photos):
         print(f"saved {path} ({path.stat().st_size // 1024} KB)")
 
 
