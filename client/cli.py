@@ -93,6 +93,18 @@ def build_rebuild_parser() -> argparse.ArgumentParser:
     return p
 
 
+def served_api(settings: Settings, api_url: str | None) -> str | None:
+    """The API to go through: `api_url` when given, else the one serving the data directory (said on stderr)."""
+    if api_url:
+        return api_url
+    from index.storage.lock import serving_url
+
+    served = serving_url(settings.data_dir)
+    if served:
+        print(f"{settings.data_dir} is served by the API at {served}: using it", file=sys.stderr)
+    return served
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {
         key: value
@@ -127,13 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = {"recursive": args.recursive, "label": args.label}
     try:
         settings = _settings(args)
-        api_url = args.api_url
-        if not api_url:
-            from index.storage.lock import serving_url
-
-            api_url = serving_url(settings.data_dir)
-            if api_url:
-                print(f"{settings.data_dir} is served by the API at {api_url}: using it", file=sys.stderr)
+        api_url = served_api(settings, args.api_url)
         if api_url:
             from client.remote import rank_folder_remote
 

@@ -13,7 +13,7 @@ from typing import NoReturn, TextIO
 
 from tqdm import tqdm
 
-from client.cli import INTERRUPTED, _fail, _settings, add_version, exit_now
+from client.cli import INTERRUPTED, _fail, _settings, add_version, exit_now, served_api
 from client.local import PROGRESS_MIN_IMAGES
 from client.moves import LeftFile, Move, move_duplicates, target_inside, undo_moves
 from client.progress import show_model_preparation
@@ -32,7 +32,6 @@ from index.duplicates.verifier import identical_bytes
 from index.errors import ImgsimError, InvalidArgument
 from index.ingest import list_image_files
 from index.pipeline import ImageSource
-from index.storage.lock import serving_url
 
 DESCRIPTION = """Find groups of near-duplicate images in a folder.
 
@@ -168,11 +167,7 @@ def serving_api(args: argparse.Namespace) -> tuple[str, str | None] | None:
         InvalidSettings: the settings are invalid.
     """
     settings = _settings(args)
-    api_url = args.api_url
-    if not api_url:
-        api_url = serving_url(settings.data_dir)
-        if api_url:
-            print(f"{settings.data_dir} is served by the API at {api_url}: using it", file=sys.stderr)
+    api_url = served_api(settings, args.api_url)
     return (api_url, args.api_key or settings.api_key) if api_url else None
 
 

@@ -12,11 +12,12 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import asdict
 from pathlib import Path
 from typing import NoReturn
 
-from client.cli import INTERRUPTED, _settings, add_version, exit_now
+from client.cli import INTERRUPTED, _settings, add_version, exit_now, served_api
 from client.library import ApiLibrary, Library, LibraryImage, LibraryStats, LocalLibrary
 from client.progress import show_model_preparation
 from client.report import _predictions_json, format_table, rank_csv, rank_json, shown_predictions, terminal_text
@@ -143,11 +144,7 @@ def open_library(args: argparse.Namespace) -> Library:
         InvalidSettings, DataDirLocked, ModelMismatch...: the index cannot be opened.
     """
     settings = _settings(args)
-    api_url = args.api_url
-    if not api_url:
-        api_url = serving_url(settings.data_dir)
-        if api_url:
-            print(f"{settings.data_dir} is served by the API at {api_url}: using it", file=sys.stderr)
+    api_url = served_api(settings, args.api_url)
     if api_url:
         return ApiLibrary(api_url, api_key=args.api_key or settings.api_key)
     show_model_preparation()
@@ -169,14 +166,11 @@ def search(args: argparse.Namespace) -> int:
         return _fail(f"{file} is a folder; give an image file (similarity_analysis ranks a folder)")
     if file is not None and not file.is_file():
         return _fail(f"no such file: {file}")
-    library = open_library(args)
-    try:
+    with closing(open_library(args)) as library:
         if file is not None:
             report = library.search_file(file, args.top_k, args.metric, args.label)
         else:
             report = library.search_ref(args.ref, args.top_k, args.metric, args.label)
-    finally:
-        library.close()
     if args.json:
         print(rank_json(report))
     elif args.csv:
@@ -210,11 +204,8 @@ def _images_table(images: Sequence[LibraryImage]) -> str:
 def list_images(args: argparse.Namespace) -> int:
     if not 1 <= args.limit <= MAX_PAGE or args.offset < 0:
         return _fail(f"--limit must be between 1 and {MAX_PAGE}, --offset 0 or more")
-    library = open_library(args)
-    try:
+    with closing(open_library(args)) as library:
         total, images = library.list_images(args.offset, args.limit)
-    finally:
-        library.close()
     if args.json:
         body = {"total": total, "offset": args.offset, "limit": args.limit, "items": [_image_json(i) for i in images]}
         print(json.dumps(body, indent=2))
@@ -230,31 +221,22 @@ def _named(image: LibraryImage) -> str:
 
 
 def remove(args: argparse.Namespace) -> int:
-    library = open_library(args)
-    try:
+    with closing(open_library(args)) as library:
         image = library.remove(args.ref)
-    finally:
-        library.close()
     print(f"moved {_named(image)} to the trash; `imgsim restore {image.id}` brings it back")
     return 0
 
 
 def restore(args: argparse.Namespace) -> int:
-    library = open_library(args)
-    try:
+    with closing(open_library(args)) as library:
         image = library.restore(args.id)
-    finally:
-        library.close()
     print(f"restored {_named(image)} from the trash")
     return 0
 
 
 def prune(args: argparse.Namespace) -> int:
-    library = open_library(args)
-    try:
+    with closing(open_library(args)) as library:
         pruned = library.prune(args.dry_run)
-    finally:
-        library.close()
     verb = "would move" if args.dry_run else "moved"
     for image in pruned:
         gone = ", ".join(terminal_text(p) for p in image.paths)
@@ -282,11 +264,8 @@ def _stats_lines(stats: LibraryStats) -> list[tuple[str, str]]:
 
 
 def stats(args: argparse.Namespace) -> int:
-    library = open_library(args)
-    try:
+    with closing(open_library(args)) as library:
         numbers = library.stats()
-    finally:
-        library.close()
     if args.json:
         print(json.dumps(asdict(numbers), indent=2))
         return 0

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import pytest
 from numpy.typing import NDArray
-from PIL import Image
+from PIL import Image, ImageOps
 
 from index.config import Settings
 from index.model.embedder import Embedder, EmbedResult
@@ -321,3 +321,17 @@ STARTUP_FAILURES: dict[str, tuple[dict[str, str], Callable[[Path], None] | None,
     "empty database": ({}, zero_byte_database, "0 bytes"),
     "no gpu": ({"IMGSIM_DEVICE": "cuda"}, None, "no such CUDA GPU"),
 }
+
+
+def duplicates_folder(photos: Path, names: tuple[str, ...] = ("astronaut.jpg", "coffee.jpg", "rocket.jpg")) -> Path:
+    """`photos` filled with the sample photos `names`, two edited copies of the astronaut (mirrored, half size)
+    and a byte copy of the coffee in a subfolder."""
+    photos.mkdir()
+    for name in names:
+        shutil.copy(IMAGES_DIR / name, photos / name)
+    img = Image.open(IMAGES_DIR / "astronaut.jpg").convert("RGB")
+    ImageOps.mirror(img).save(photos / "astronaut_mirror.jpg", quality=70)
+    img.resize((img.width // 2, img.height // 2)).save(photos / "astronaut_small.jpg", quality=80)
+    (photos / "sub").mkdir()
+    shutil.copy(IMAGES_DIR / "coffee.jpg", photos / "sub" / "coffee.jpg")
+    return photos

@@ -6,19 +6,17 @@ bad input in one line before uploading anything. `rebuild-index` refuses in one 
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image, ImageOps
 
 from client.cli import rebuild_main
 from client.duplicates import main
 from tests.app.server import running_server
 from tests.client.test_cli import assert_one_line_error, run
-from tests.conftest import BACKENDS, IMAGES_DIR, backend_overrides
+from tests.conftest import BACKENDS, backend_overrides, duplicates_folder
 
 
 @pytest.fixture(params=BACKENDS)
@@ -30,16 +28,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     """Distinct photos, two edited copies of the astronaut, a byte copy of the coffee in a subfolder."""
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for name in ("astronaut.jpg", "coffee.jpg", "rocket.jpg", "camera.jpg"):
-        shutil.copy(IMAGES_DIR / name, photos / name)
-    img = Image.open(IMAGES_DIR / "astronaut.jpg").convert("RGB")
-    ImageOps.mirror(img).save(photos / "astronaut_mirror.jpg", quality=70)
-    img.resize((img.width // 2, img.height // 2)).save(photos / "astronaut_small.jpg", quality=80)
-    (photos / "sub").mkdir()
-    shutil.copy(IMAGES_DIR / "coffee.jpg", photos / "sub" / "coffee.jpg")
-    return photos
+    return duplicates_folder(tmp_path / "photos", ("astronaut.jpg", "coffee.jpg", "rocket.jpg", "camera.jpg"))
 
 
 def use_data_dir(monkeypatch: pytest.MonkeyPatch, backend: str, where: Path) -> dict[str, str]:

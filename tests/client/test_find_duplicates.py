@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageOps
 
 from client.duplicates import main
 from index.config import Settings
@@ -21,7 +20,7 @@ from index.model.embedder import Embedder
 from index.model.registry import resolve_embedding
 from index.service import ImageIndex
 from tests.client.test_cli import assert_one_line_error, run
-from tests.conftest import IMAGES_DIR, REPO_ROOT
+from tests.conftest import IMAGES_DIR, REPO_ROOT, duplicates_folder
 
 NEAR = resolve_embedding("default").duplicates.near
 
@@ -29,16 +28,7 @@ NEAR = resolve_embedding("default").duplicates.near
 @pytest.fixture
 def photo_folder(tmp_path: Path) -> Path:
     """Distinct photos, two edited copies of the astronaut, a byte copy of the coffee in a subfolder."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for name in ("astronaut.jpg", "coffee.jpg", "rocket.jpg", "camera.jpg"):
-        shutil.copy(IMAGES_DIR / name, folder / name)
-    img = Image.open(IMAGES_DIR / "astronaut.jpg").convert("RGB")
-    ImageOps.mirror(img).save(folder / "astronaut_mirror.jpg", quality=70)
-    img.resize((img.width // 2, img.height // 2)).save(folder / "astronaut_small.jpg", quality=80)
-    (folder / "sub").mkdir()
-    shutil.copy(IMAGES_DIR / "coffee.jpg", folder / "sub" / "coffee.jpg")
-    return folder
+    return duplicates_folder(tmp_path / "photos", ("astronaut.jpg", "coffee.jpg", "rocket.jpg", "camera.jpg"))
 
 
 def _args(folder: Path, tmp_path: Path, *extra: str) -> list[str]:

@@ -18,28 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image
 
 from client.duplicates import build_parser, find_duplicates, main, move_found
 from client.moves import Move, move_duplicates
 from tests.client.test_cli import assert_one_line_error, run
-from tests.conftest import IMAGES_DIR, REPO_ROOT
+from tests.conftest import IMAGES_DIR, REPO_ROOT, duplicates_folder
 
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     """Three edited copies of the astronaut (the original is kept), a byte copy of the coffee in a subfolder,
     and a photo with no copy."""
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for name in ("astronaut.jpg", "coffee.jpg", "rocket.jpg"):
-        shutil.copy(IMAGES_DIR / name, photos / name)
-    img = Image.open(IMAGES_DIR / "astronaut.jpg").convert("RGB")
-    ImageOps.mirror(img).save(photos / "astronaut_mirror.jpg", quality=70)
-    img.resize((img.width // 2, img.height // 2)).save(photos / "astronaut_small.jpg", quality=80)
-    (photos / "sub").mkdir()
-    shutil.copy(IMAGES_DIR / "coffee.jpg", photos / "sub" / "coffee.jpg")
-    return photos
+    return duplicates_folder(tmp_path / "photos")
 
 
 def _args(folder: Path, tmp_path: Path, *extra: str) -> list[str]:
