@@ -48,6 +48,9 @@ class Trash:
             IngestConflict: one of them was purged since it was looked up (nothing is kept for the block).
         """
         ids = list(known.values())
+        if not ids:  # nothing stored found (most chunks of a new folder): nothing to hold, no lock to take
+            yield
+            return
         with self._write_lock:
             still = self.store.ids_by_sha(known)
             gone = sorted(i for sha, i in known.items() if still.get(sha) != i)
