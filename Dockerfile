@@ -12,13 +12,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# The same pinned requirements as a CPU install, less the editable install of the project itself (its
-# packages are copied below and run from /app), plus the pinned Milvus client.
-COPY requirements.txt requirements-milvus.txt ./
-RUN sed '/^-e /d' requirements.txt > /tmp/requirements.txt \
-    && grep '^pymilvus==' requirements-milvus.txt >> /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+# The service's requirements and the Milvus client, every transitive dependency pinned and hashed (.ci/lock
+# makes requirements.lock from requirements.txt, less the editable install of the project itself: its packages
+# are copied below and run from /app).
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock && rm requirements.lock
 
 COPY index ./index
 COPY app ./app
