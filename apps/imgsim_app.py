@@ -9,8 +9,9 @@ from __future__ import annotations
 import base64
 import mimetypes
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -119,9 +120,22 @@ _CARD = "border:1px solid #ddd;border-radius:8px;padding:6px;font:13px sans-seri
 _IMG = "width:100%;height:150px;object-fit:contain;background:#f4f4f4"
 
 
-def _card(image_src: str, lines: list[str], attrs: str) -> str:
+_LINK = "color:inherit;text-decoration:none;display:block"
+
+
+def image_page_url(client: httpx.Client, image_id: int) -> str:
+    """The service's own page of a stored image (its detail: names, facts, predictions, neighbours)."""
+    return f"{str(client.base_url).rstrip('/')}/library/{image_id}"
+
+
+def _card(image_src: str, lines: list[str], attrs: str, name: str, href: str) -> str:
+    """A result or library card: the thumbnail (alt: the image's name) and its lines, one link to `href` in a
+    new tab."""
     body = "".join(f"<div>{line}</div>" for line in lines)
-    return f'<div class="imgsim-card" {attrs} style="{_CARD}"><img src="{image_src}" alt="" style="{_IMG}">{body}</div>'
+    alt = escape(name, quote=True)
+    image = f'<img src="{image_src}" alt="{alt}" style="{_IMG}">'
+    link = f'<a class="imgsim-link" href="{escape(href, quote=True)}" target="_blank" rel="noopener" style="{_LINK}">'
+    return f'<div class="imgsim-card" {attrs} style="{_CARD}">{link}{image}{body}</a></div>'
 
 
 def message_html(text: str, error: bool = False) -> str:
@@ -131,9 +145,14 @@ def message_html(text: str, error: bool = False) -> str:
 
 
 def results_html(
-    reference_name: str, response: dict[str, Any], thumbnails: Mapping[int, str], reference_src: str = ""
+    reference_name: str,
+    response: dict[str, Any],
+    thumbnails: Mapping[int, str],
+    reference_src: str = "",
+    link: Callable[[int], str] = lambda image_id: f"/library/{image_id}",
 ) -> str:
-    """The ranked results as a grid: rank, file name, score and top predictions under each thumbnail."""
+    """The ranked results as a grid: rank, file name, score and top predictions under each thumbnail; each card
+    links to `link(id)`, the image's page."""
     metric = response["metric"]
     hits = response["results"]
     reference = ""
@@ -151,14 +170,22 @@ def results_html(
                 escape(_predictions_text(hit["predictions"])),
             ],
             f'data-rank="{rank}" data-id="{hit["id"]}" data-filename="{escape(hit["filename"], quote=True)}"',
+            hit["filename"],
+            link(hit["id"]),
         )
         for rank, hit in enumerate(hits, 1)
     ]
     return f'{title}<div class="imgsim-results" style="{_GRID}">{"".join(cards)}</div>'
 
 
-def library_html(listing: dict[str, Any], thumbnails: Mapping[int, str], page: int, pages: int) -> str:
-    """One page of stored images as a grid, with the total."""
+def library_html(
+    listing: dict[str, Any],
+    thumbnails: Mapping[int, str],
+    page: int,
+    pages: int,
+    link: Callable[[int], str] = lambda image_id: f"/library/{image_id}",
+) -> str:
+    """One page of stored images as a grid, with the total; each card links to `link(id)`, the image's page."""
     items = listing["items"]
     title = f"<h3>Library: {listing['total']} images, page {page} of {pages}</h3>"
     if not items:
@@ -172,6 +199,8 @@ def library_html(listing: dict[str, Any], thumbnails: Mapping[int, str], page: i
                 escape(_predictions_text(item["predictions"], 1)),
             ],
             f'data-id="{item["id"]}" data-filename="{escape(item["filename"], quote=True)}"',
+            item["filename"],
+            link(item["id"]),
         )
         for item in items
     ]
@@ -202,7 +231,8 @@ def search_section(client: httpx.Client, reference: tuple[str, bytes] | None, k:
     except ApiError as exc:
         return message_html(f"Search failed: {exc}", error=True)
     content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    return results_html(name, response, thumbnails, data_uri(data, content_type))
+    link = partial(image_page_url, client)
+    return results_html(name, response, thumbnails, data_uri(data, content_type), link)
 
 
 def page_count(total: int, per_page: int) -> int:
@@ -221,4 +251,4 @@ def library_section(client: httpx.Client, page: int, per_page: int) -> str:
         thumbnails = thumbnails_for(client, [item["id"] for item in listing["items"]])
     except ApiError as exc:
         return message_html(f"Could not list the library: {exc}", error=True)
-    return library_html(listing, thumbnails, page, pages)
+    return library_html(listing, thumbnails, page, pages, partial(image_page_url, client))

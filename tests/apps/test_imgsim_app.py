@@ -107,6 +107,17 @@ def test_file_names_are_escaped_in_the_page() -> None:
     assert "<img src=x" not in html and "&lt;img src=x" in html and "&lt;b&gt;ref" in html
 
 
+def test_each_card_names_its_image_and_links_to_its_page_on_the_service(client: httpx.Client, api_url: str) -> None:
+    html = imgsim.library_section(client, 1, per_page=3)
+    cards = html.split('class="imgsim-card"')[1:]
+    assert len(cards) == 3
+    for card in cards:
+        image_id = card.split('data-id="')[1].split('"')[0]
+        name = card.split('data-filename="')[1].split('"')[0]
+        assert f'href="{api_url}/library/{image_id}" target="_blank"' in card
+        assert f'alt="{name}"' in card and name in STORED
+
+
 def test_no_prompt_is_a_search_until_a_reference_is_given(client: httpx.Client) -> None:
     html = imgsim.search_section(client, None, 5, "cosine")
     assert "Upload a reference image" in html and "data-rank" not in html

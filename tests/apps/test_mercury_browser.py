@@ -44,7 +44,7 @@ def mercury_url(api_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         stop(proc)  # Jupyter's server shuts its kernels down on SIGTERM
 
 
-def test_a_visitor_uploads_a_reference_and_sees_ranked_results(mercury_url: str, tmp_path: Path) -> None:
+def test_a_visitor_uploads_a_reference_and_sees_ranked_results(mercury_url: str, api_url: str, tmp_path: Path) -> None:
     with offline_page() as browser:
         page = browser.page
         page.goto(mercury_url)
@@ -60,6 +60,15 @@ def test_a_visitor_uploads_a_reference_and_sees_ranked_results(mercury_url: str,
         assert set(ranked) == CAT_VARIANTS
         assert page.get_by_text(f"most similar to {QUERY.name} (cosine)").is_visible()
         assert cards.first.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
+        # Each card names its image (alt text) and opens the image's page on the service.
+        first = cards.first
+        assert first.locator("img").get_attribute("alt") == ranked[0]
+        with page.context.expect_page() as opened:
+            first.get_by_role("link").click()
+        detail = opened.value
+        detail.locator("#detail-title").get_by_text(ranked[0]).wait_for(timeout=RENDER_TIMEOUT_MS)
+        assert detail.url == f"{api_url}/library/{first.get_attribute('data-id')}"
+        detail.close()
 
         # Fewer results, then distances instead of similarities: the cells below each widget run again.
         page.locator("input.mljar-slider-input").first.fill("3")

@@ -1,5 +1,7 @@
 // Add images: many files or whole folders, uploaded to POST /ingest in batches within the server's limits,
-// with a progress bar and a per-file added / already stored / error list.
+// with a progress bar and a per-file added / already stored / error list. An upload can be cancelled (what
+// was stored stays stored and is listed), leaving the page mid-upload asks first, and "Retry failed" sends
+// again the files that failed or were not sent.
 
 import { api } from "./api.js";
 import { droppedFiles, looksLikeImage, planBatches } from "./batches.js";
@@ -12,28 +14,37 @@ const statusBox = document.getElementById("status");
 const progressBox = document.getElementById("progress-box");
 const progress = document.getElementById("progress");
 const progressText = document.getElementById("progress-text");
+const cancelButton = document.getElementById("cancel-upload");
+const retryButton = document.getElementById("retry-failed");
 const summary = document.getElementById("summary");
 const table = document.getElementById("file-list");
 const rows = table.querySelector("tbody");
 
 const DEFAULT_LIMITS = { max_files_per_request: 64, max_upload_bytes: 25 * 1024 * 1024 };
-let busy = false;
+// Outcomes a retry may change: an error (but not a file over the size limit) or a file never sent.
+const RETRYABLE = new Set(["error", "not sent", "cancelled"]);
+
+let uploading = null; // the AbortController of the upload in progress, null when none is
+let entries = []; // the rows of the last upload, one per file: a retry updates them in place
+let skipped = 0; // files of the last selection that are not images
 
 async function limits() {
   const stats = await showLibraryCount();
   return stats && stats.limits ? stats.limits : DEFAULT_LIMITS;
 }
 
-function addRow(label) {
+function addRow(item) {
   const status = el("td", { class: "pending" }, "waiting");
   const details = el("td", { class: "details" });
-  const row = el("tr", {}, el("td", { class: "file" }, label), status, details);
-  rows.append(row);
-  return { row, status, details };
+  rows.append(el("tr", {}, el("td", { class: "file" }, item.path), status, details));
+  return { item, file: item.file, status, details, outcome: "waiting", retryable: true };
 }
 
-function mark(entry, kind, text, details) {
-  entry.status.className = kind;
+// `outcome`: added, exists, error, not sent, cancelled (or waiting, uploading while it runs).
+function mark(entry, outcome, text, details, retryable = true) {
+  entry.outcome = outcome;
+  entry.retryable = retryable;
+  entry.status.className = { added: "added", exists: "exists", waiting: "pending", uploading: "pending" }[outcome] || "error";
   entry.status.textContent = text;
   entry.details.replaceChildren(...(details || []));
 }
@@ -44,98 +55,146 @@ function markResult(entry, result) {
   mark(entry, result.status, result.status === "added" ? "added" : "already stored", [link, top]);
 }
 
-function ingestBody(files) {
+function ingestBody(batch) {
   const body = new FormData();
-  for (const item of files) body.append("files", item.file, item.file.name);
+  for (const entry of batch) body.append("files", entry.file, entry.file.name);
   return body;
 }
 
-async function upload(items) {
-  if (busy) return;
-  const candidates = items.filter((item) => looksLikeImage(item.file));
-  const skipped = items.length - candidates.length;
-  if (!candidates.length) {
-    setStatus(statusBox, items.length ? "None of these files is an image (by name or type)." : "No files chosen.", "error");
-    return;
-  }
-  busy = true;
-  rows.replaceChildren();
-  table.hidden = false;
-  summary.textContent = "";
-  const entries = new Map(candidates.map((item) => [item, addRow(item.path)]));
-  const counts = { added: 0, exists: 0, error: 0 };
+const failed = () => entries.filter((entry) => entry.retryable && RETRYABLE.has(entry.outcome));
+
+function showSummary() {
+  const count = (outcome) => entries.filter((entry) => entry.outcome === outcome).length;
+  const parts = [`${formatCount(count("added"))} added`, `${formatCount(count("exists"))} already stored`, `${formatCount(count("error"))} failed`];
+  if (count("cancelled")) parts.push(`${formatCount(count("cancelled"))} cancelled`);
+  if (count("not sent")) parts.push(`${formatCount(count("not sent"))} not sent`);
+  if (skipped) parts.push(`${formatCount(skipped)} skipped (not images)`);
+  summary.textContent = parts.join(" · ");
+  const again = failed().length;
+  retryButton.hidden = again === 0;
+  retryButton.textContent = `Retry failed (${formatCount(again)})`;
+}
+
+// A network failure or a refused key stops the whole upload; any other error is the file's own.
+const stopsAll = (err) => err.name === "AbortError" || err.status === 0 || err.status === 401;
+
+async function post(batch, signal) {
+  const answer = await api("/ingest", { method: "POST", body: ingestBody(batch), signal });
+  answer.results.forEach((result, n) => markResult(batch[n], result));
+}
+
+// Sends `list` (entries of the table) and marks each with its outcome.
+async function send(list) {
+  const controller = new AbortController();
+  uploading = controller;
+  cancelButton.hidden = false;
+  cancelButton.disabled = false;
+  retryButton.hidden = true;
+  for (const entry of list) mark(entry, "waiting", "waiting");
   let done = 0;
-  const total = candidates.length;
   progressBox.hidden = false;
-  progress.max = total;
+  progress.max = list.length;
   const step = (n) => {
     done += n;
     progress.value = done;
-    progressText.textContent = `${formatCount(done)} of ${formatCount(total)} files`;
+    progressText.textContent = `${formatCount(done)} of ${formatCount(list.length)} files`;
   };
   step(0);
   setStatus(statusBox, "Uploading…");
 
   try {
     const limit = await limits();
-    const { batches, tooLarge } = planBatches(candidates, limit.max_files_per_request, limit.max_upload_bytes);
-    for (const item of tooLarge) {
-      mark(entries.get(item), "error", "error", [`${formatBytes(item.file.size)} is over the server's limit of ${formatBytes(limit.max_upload_bytes)}`]);
-      counts.error += 1;
+    const { batches, tooLarge } = planBatches(list, limit.max_files_per_request, limit.max_upload_bytes);
+    for (const entry of tooLarge) {
+      const why = `${formatBytes(entry.item.file.size)} is over the server's limit of ${formatBytes(limit.max_upload_bytes)}`;
+      mark(entry, "error", "error", [why], false);
       step(1);
     }
     for (const batch of batches) {
-      for (const item of batch) mark(entries.get(item), "pending", "uploading…");
+      if (controller.signal.aborted) break;
+      for (const entry of batch) mark(entry, "uploading", "uploading…");
       try {
-        const answer = await api("/ingest", { method: "POST", body: ingestBody(batch) });
-        answer.results.forEach((result, n) => {
-          markResult(entries.get(batch[n]), result);
-          counts[result.status] += 1;
-        });
+        await post(batch, controller.signal);
         step(batch.length);
       } catch (batchError) {
-        // POST /ingest stores all of a request or nothing: send the files one by one, so each gets its own answer.
-        if (batch.length === 1 || batchError.status === 0 || batchError.status === 401) {
-          for (const item of batch) mark(entries.get(item), "error", "error", [errorText(batchError)]);
-          counts.error += batch.length;
+        if (batch.length === 1 || stopsAll(batchError)) {
+          if (batchError.name !== "AbortError") for (const entry of batch) mark(entry, "error", "error", [errorText(batchError)]);
           step(batch.length);
-          if (batchError.status === 0 || batchError.status === 401) throw batchError;
+          if (stopsAll(batchError)) throw batchError;
           continue;
         }
-        for (const item of batch) {
+        // POST /ingest stores all of a request or nothing: send the files one by one, so each gets its own answer.
+        for (const entry of batch) mark(entry, "waiting", "waiting");
+        for (const entry of batch) {
+          mark(entry, "uploading", "uploading…");
           try {
-            const answer = await api("/ingest", { method: "POST", body: ingestBody([item]) });
-            markResult(entries.get(item), answer.results[0]);
-            counts[answer.results[0].status] += 1;
+            await post([entry], controller.signal);
           } catch (err) {
-            mark(entries.get(item), "error", "error", [errorText(err)]);
-            counts.error += 1;
-            if (err.status === 0 || err.status === 401) throw err;
+            if (err.name !== "AbortError") mark(entry, "error", "error", [errorText(err)]);
+            if (stopsAll(err)) throw err;
           } finally {
             step(1);
           }
         }
       }
     }
-    setStatus(statusBox, counts.error ? "Done, with errors: see the list below." : "Done.", counts.error ? "error" : "ok");
+    if (controller.signal.aborted) throw new DOMException("cancelled", "AbortError");
+    const errors = list.some((entry) => entry.outcome === "error");
+    setStatus(statusBox, errors ? "Done, with errors: see the list below." : "Done.", errors ? "error" : "ok");
   } catch (err) {
-    for (const entry of entries.values()) {
-      if (entry.status.className === "pending") mark(entry, "error", "not sent", ["stopped after an earlier error"]);
+    const cancelled = err.name === "AbortError";
+    for (const entry of list) {
+      if (entry.outcome === "uploading" && cancelled) {
+        // Its request was cut short: the server may have stored it all the same. A retry says which.
+        mark(entry, "cancelled", "cancelled", ["cancelled while being sent: it may be stored (a retry reports it as already stored)"]);
+      } else if (entry.outcome === "waiting" || entry.outcome === "uploading") {
+        mark(entry, cancelled ? "cancelled" : "not sent", cancelled ? "cancelled" : "not sent", [cancelled ? "not sent" : "stopped after an earlier error"]);
+      }
     }
-    setStatus(statusBox, `Stopped: ${errorText(err)}`, "error");
+    if (cancelled) setStatus(statusBox, "Cancelled: the files stored before then stay stored (see the list below).", "info");
+    else setStatus(statusBox, `Stopped: ${errorText(err)}`, "error");
   } finally {
-    busy = false;
+    uploading = null;
+    cancelButton.hidden = true;
     progress.value = progress.max;
-    const parts = [
-      `${formatCount(counts.added)} added`,
-      `${formatCount(counts.exists)} already stored`,
-      `${formatCount(counts.error)} failed`,
-    ];
-    if (skipped) parts.push(`${formatCount(skipped)} skipped (not images)`);
-    summary.textContent = parts.join(" · ");
+    showSummary();
     showLibraryCount();
   }
 }
+
+async function upload(items) {
+  if (uploading) {
+    setStatus(statusBox, "An upload is in progress: wait for it to finish, or cancel it first.", "error");
+    return;
+  }
+  const candidates = items.filter((item) => looksLikeImage(item.file));
+  if (!candidates.length) {
+    setStatus(statusBox, items.length ? "None of these files is an image (by name or type)." : "No files chosen.", "error");
+    return;
+  }
+  skipped = items.length - candidates.length;
+  rows.replaceChildren();
+  table.hidden = false;
+  summary.textContent = "";
+  entries = candidates.map(addRow);
+  await send(entries);
+}
+
+cancelButton.addEventListener("click", () => {
+  if (!uploading) return;
+  cancelButton.disabled = true;
+  uploading.abort();
+});
+retryButton.addEventListener("click", () => {
+  const again = failed();
+  if (!uploading && again.length) send(again);
+});
+// Leaving the page mid-upload would drop the files not sent yet: the browser asks first.
+window.addEventListener("beforeunload", (event) => {
+  if (!uploading) return;
+  event.preventDefault();
+  event.returnValue = "";
+});
 
 const fromInput = (input) =>
   Array.from(input.files || []).map((file) => ({ file, path: file.webkitRelativePath || file.name }));

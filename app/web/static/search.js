@@ -44,9 +44,11 @@ function urlFor(ref, opts) {
   return `/?${query}`;
 }
 
-// A new history entry per search, but not twice for the same one (Enter in a field also fires "change").
-function remember(url) {
-  if (url !== location.pathname + location.search) history.pushState(null, "", url);
+// A new history entry per search, but not twice for the same one. An upload search's entry says so in its
+// state (the address cannot hold the image), so that a reload of it can ask for the image again.
+function remember(url, state = null) {
+  if (url !== location.pathname + location.search) history.pushState(state, "", url);
+  else history.replaceState(state, "", url);
 }
 
 async function run(request, describeQuery) {
@@ -85,7 +87,7 @@ function searchByUpload(file) {
   const opts = options();
   lastUpload = file;
   form.elements.ref.value = "";
-  remember(urlFor("", opts));
+  remember(urlFor("", opts), { upload: file.name || "pasted-image.png" });
   if (lastPreview) URL.revokeObjectURL(lastPreview);
   const preview = URL.createObjectURL(file);
   lastPreview = preview;
@@ -137,30 +139,38 @@ function restoreFromUrl() {
   const params = new URLSearchParams(location.search);
   fillForm(params);
   const ref = params.get("ref");
+  const uploaded = history.state && history.state.upload;
   if (ref) {
     searchByRef(ref, false);
   } else if (!lastUpload) {
     queryBox.replaceChildren();
     results.replaceChildren();
-    setStatus(statusBox, "");
+    // A reload (or a later visit) of an upload search: the page never keeps the image, so it asks again.
+    if (uploaded) setStatus(statusBox, `The uploaded “${uploaded}” is not kept by the page: drop, paste or pick it again to search.`, "info");
+    else setStatus(statusBox, "");
   }
 }
 
+// Enter in the k or label field fires both "change" and "submit": the search waits for the end of the
+// event, so that one submit sends one request (and an uploaded query is uploaded once).
+let queued = 0;
+function searchSoon(explicit) {
+  clearTimeout(queued);
+  queued = setTimeout(() => {
+    const ref = form.elements.ref.value.trim();
+    if (ref) searchByRef(ref, true);
+    else if (lastUpload) searchByUpload(lastUpload);
+    else if (explicit) setStatus(statusBox, "Choose an image to search with: drop, paste or pick one, or name a stored image.", "error");
+  }, 0);
+}
 form.addEventListener("submit", (event) => {
   event.preventDefault();
-  const ref = form.elements.ref.value.trim();
-  if (ref) searchByRef(ref, true);
-  else if (lastUpload) searchByUpload(lastUpload);
-  else setStatus(statusBox, "Choose an image to search with: drop, paste or pick one, or name a stored image.", "error");
+  searchSoon(true);
 });
 
 // Changing k, metric or label redoes the current search.
 for (const name of ["k", "metric", "label"]) {
-  form.elements[name].addEventListener("change", () => {
-    const ref = form.elements.ref.value.trim();
-    if (ref) searchByRef(ref, true);
-    else if (lastUpload) searchByUpload(lastUpload);
-  });
+  form.elements[name].addEventListener("change", () => searchSoon(false));
 }
 
 // A click on a result opens it in the viewer; its "Find similar" searches by it without reloading the page
@@ -178,9 +188,15 @@ function firstImage(files) {
   return Array.from(files || []).find((f) => f.type.startsWith("image/") || /\.(jpe?g|png|webp|gif|bmp|tiff?|heic|heif|hif|avif|dng|cr2|cr3|nef|arw)$/i.test(f.name));
 }
 
+function notAnImage(files) {
+  const name = files && files[0] ? `“${files[0].name}” is` : "That is";
+  setStatus(statusBox, `${name} not an image file: choose a JPEG, PNG, WebP, GIF, TIFF, HEIC or camera raw image.`, "error");
+}
+
 fileInput.addEventListener("change", () => {
   const file = firstImage(fileInput.files);
   if (file) searchByUpload(file);
+  else if (fileInput.files && fileInput.files.length) notAnImage(fileInput.files);
   fileInput.value = "";
 });
 
@@ -194,7 +210,7 @@ drop.addEventListener("drop", (event) => {
   drop.classList.remove("over");
   const file = firstImage(event.dataTransfer.files);
   if (file) searchByUpload(file);
-  else setStatus(statusBox, "That is not an image file.", "error");
+  else notAnImage(event.dataTransfer.files);
 });
 drop.addEventListener("keydown", (event) => {
   if (event.key === "Enter" || event.key === " ") {
