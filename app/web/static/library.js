@@ -48,11 +48,12 @@ function renderPager(total) {
   );
 }
 
-async function load() {
-  setStatus(statusBox, "Loading…");
+// `quiet`: the status line is left as it is (it says what was just done, with its Undo).
+async function load({ quiet = false } = {}) {
+  if (!quiet) setStatus(statusBox, "Loading…");
   try {
     const answer = await api("/images", { params: { offset, limit: PAGE_SIZE, label, name } });
-    setStatus(statusBox, "");
+    if (!quiet) setStatus(statusBox, "");
     const filtered = label || name;
     const shown = answer.items.length
       ? `${formatCount(offset + 1)}–${formatCount(offset + answer.items.length)} of `
@@ -79,7 +80,12 @@ async function load() {
   }
 }
 
-// A picture opens in the viewer; its "Find similar" goes to the search, as the picture's link does.
-attachViewer(results, { statusBox, findSimilar: (id) => location.assign(searchHref(id)) });
+// A picture opens in the viewer; its "Find similar" goes to the search, as the picture's link does. Moving it
+// to the trash there (or restoring it) refills the page, so the summary's count and the page stay true.
+attachViewer(results, {
+  statusBox,
+  findSimilar: (id) => location.assign(searchHref(id)),
+  changed: () => load({ quiet: true }),
+});
 load();
 showLibraryCount();
