@@ -1,5 +1,6 @@
 """The library's own tools in Chromium against the real service: the order chosen (kept by the address and the
-pager), and selecting cards (shift-click for a range) and moving them to the trash after one confirmation."""
+pager), selecting cards (shift-click for a range) and moving them to the trash after one confirmation, and the
+Labels view, whose counts are the API's and whose links filter the library."""
 
 from __future__ import annotations
 
@@ -152,3 +153,34 @@ def test_cancelling_the_confirmation_moves_nothing_and_leaving_select_mode_clear
     # Out of select mode a picture opens in the viewer again.
     page.locator("#results .card").nth(1).locator("a.thumb").click()
     expect(page.locator("#viewer")).to_be_visible()
+
+
+def test_the_labels_view_lists_the_librarys_labels_with_their_counts_and_each_filters_the_library(
+    page: Page, site: Site
+) -> None:
+    labels = httpx.get(f"{site.url}/labels/library").json()["labels"]
+    assert len(labels) > 3
+    page.goto("/library")
+    page.locator("header.top nav").get_by_role("link", name="Labels").click()
+    page.wait_for_url(lambda url: url.endswith("/library/labels"))
+    expect(page.locator("#labels li")).to_have_count(len(labels))
+    expect(page.get_by_role("link", name="Labels", exact=True)).to_have_attribute("aria-current", "page")
+    shown = [
+        (name, int(count.replace(",", "")))
+        for name, count in zip(
+            page.locator("#labels .label-name").all_inner_texts(),
+            page.locator("#labels .label-count").all_inner_texts(),
+            strict=True,
+        )
+    ]
+    assert shown == [(x["label"], x["images"]) for x in labels]
+
+    for item in (labels[0], labels[-1]):
+        page.goto("/library/labels")
+        page.locator(f'#labels li[data-class-index="{item["class_index"]}"] a').click()
+        page.wait_for_url(lambda url: "label=" in url)
+        assert query_of(page)["label"] == [item["label"]]
+        many = "image" if item["images"] == 1 else "images"
+        expect(page.locator("#summary")).to_contain_text(f"of {item['images']} matching {many}")
+        expect(page.locator("#results .card")).to_have_count(min(item["images"], 48))
+        assert set(card_names(page)) == set(api_names(site, label=item["label"]))
