@@ -162,14 +162,14 @@ async function load({ keepStatus = false } = {}) {
       actions(image),
     ),
   );
+  // Cleared now, not after the neighbours arrive: by then the status line may say what a button just did.
+  if (!keepStatus) setStatus(statusBox, "");
   if (image.trashed_at) {
     neighboursSection.hidden = true;
-    if (!keepStatus) setStatus(statusBox, "");
     return;
   }
   try {
     const answer = await api("/search", { params: { ref: image.id, k: 12 } });
-    if (!keepStatus) setStatus(statusBox, "");
     neighboursSection.hidden = false;
     neighbours.replaceChildren(
       ...(answer.results.length
