@@ -22,6 +22,7 @@ router = APIRouter(include_in_schema=False)
 NAV = (
     ("search", "/", "Search"),
     ("library", "/library", "Library"),
+    ("library-labels", "/library/labels", "Labels"),
     ("add", "/library/add", "Add images"),
     ("duplicates", "/library/duplicates", "Duplicates"),
     ("trash", "/library/trash", "Trash"),
@@ -52,8 +53,9 @@ def _nav_page(view: str, title: str) -> Callable[[Request], Awaitable[HTMLRespon
     return page
 
 
-# Search, the library, adding images, duplicates and the trash: each a template named after its view. Before
-# the detail page, whose path would otherwise match /library/add, /library/duplicates and /library/trash.
+# Search, the library, its labels, adding images, duplicates and the trash: each a template named after its view.
+# Before the detail page, whose path would otherwise match /library/labels, /library/add, /library/duplicates and
+# /library/trash.
 for _view, _path, _title in NAV:
     router.add_api_route(_path, _nav_page(_view, _title), methods=["GET"], response_class=HTMLResponse)
 

@@ -28,6 +28,7 @@ def test_without_a_key_only_probes_and_the_page_shell_answer(locked: TestClient)
         "/redoc",
         "/",
         "/library",
+        "/library/labels",
         "/library/add",
         "/library/trash",
         "/library/1",

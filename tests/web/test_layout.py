@@ -22,7 +22,7 @@ PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1920, "height": 1080}
 LONG_NAME = "holiday 2023 - the cat on the sofa, from the camera roll IMG_20230704_181512_edited_final_v2.jpg"
 LONG_TRASHED = "scan_of_the_old_family_album_page_0042_after_cleaning_and_colour_correction_2024-01-05.jpg"
-VIEWS = ["search", "library", "add", "duplicates", "trash", "detail"]
+VIEWS = ["search", "library", "library-selecting", "labels", "add", "duplicates", "trash", "detail"]
 
 OpenPage = Callable[..., Page]
 
@@ -71,6 +71,16 @@ def show(page: Page, view: str, ids: dict[str, int], tmp_path: Path) -> None:
     elif view == "library":
         page.goto("/library")
         page.locator("#results .card").nth(1).wait_for()
+    elif view == "library-selecting":
+        page.goto("/library")
+        page.locator("#results .card").nth(1).wait_for()
+        page.get_by_role("button", name="Select", exact=True).click()
+        page.locator("#results .card a.thumb").first.click()
+        page.locator("#results .card a.thumb").nth(2).click(modifiers=["Shift"])
+        expect(page.locator("#selection-count")).to_have_text("3 selected")
+    elif view == "labels":
+        page.goto("/library/labels")
+        page.locator("#labels li a").nth(1).wait_for()
     elif view == "add":
         named = tmp_path / LONG_NAME
         named.write_bytes((IMAGES_DIR / "coffee.jpg").read_bytes())

@@ -201,7 +201,7 @@ def test_moving_to_the_trash_from_the_detail_page_offers_undo_and_deleting_for_g
 
     page.goto(f"/library/{image_id}")
     expect(page.locator("#detail-title")).to_have_text(photo.name)
-    expect(page.locator(".facts")).to_contain_text("JPEG")
+    expect(page.locator("#detail .facts")).to_contain_text("JPEG")
     expect(page.locator("#neighbours .card").first).to_be_visible()
     page.get_by_role("button", name="Move to the trash").click()
     expect(page.locator("#status")).to_contain_text(f"Moved {photo.name} to the trash")

@@ -1,6 +1,7 @@
-"""The viewer in Chromium against the real service: a picture of the search results or the library opens full
-size with its facts, arrows step through the grid, Esc closes, the address's hash holds the open image, and its
-buttons search by it and move it to the trash (with Undo)."""
+"""The viewer in Chromium against the real service: a picture of the search results, the library or a detail
+page's neighbours opens full size with its facts, arrows step through the grid, Esc closes, the address's hash
+holds the open image, and its buttons search by it and move it to the trash (with Undo, the library's count
+following)."""
 
 from __future__ import annotations
 
@@ -123,12 +124,14 @@ def test_moving_to_the_trash_from_the_viewer_removes_the_card_and_offers_undo(
 
     page.goto(f"/library?name={photo.stem}")
     expect(page.locator("#results .card")).to_have_count(1)
+    expect(page.locator("#summary")).to_have_text("1–1 of 1 matching image")
     page.locator("#results .card a.thumb").click()
     expect(page.locator("#viewer .viewer-name")).to_have_text(photo.name)
     page.locator("#viewer").get_by_role("button", name="Move to the trash").click()
     expect(page.locator("#viewer")).to_be_hidden()
     expect(page.locator("#results .card")).to_have_count(0)
     expect(page.locator("#status")).to_contain_text(f"Moved {photo.name} to the trash")
+    expect(page.locator("#summary")).to_have_text("0 matching images")
     assert hash_of(page) == ""
     trash = httpx.get(f"{site.url}/trash", params={"limit": 200}).json()
     assert image_id in [item["id"] for item in trash["items"]]
@@ -136,7 +139,31 @@ def test_moving_to_the_trash_from_the_viewer_removes_the_card_and_offers_undo(
     page.locator("#status").get_by_role("button", name="Undo").click()
     expect(page.locator("#status")).to_contain_text(f"Restored {photo.name}")
     expect(page.locator("#results .card")).to_have_count(1)
+    expect(page.locator("#summary")).to_have_text("1–1 of 1 matching image")
     assert httpx.get(f"{site.url}/images/{image_id}").json()["trashed_at"] is None
+
+
+def test_a_neighbour_on_the_detail_page_opens_in_the_viewer(page: Page, site: Site) -> None:
+    detail = f"/library/{site.ids['rocket.jpg']}"
+    page.goto(detail)
+    neighbour = page.locator("#neighbours .card").first
+    expect(neighbour).to_be_visible()
+    neighbour_id = int(neighbour.get_attribute("data-id") or "")
+    neighbour_name = neighbour.locator(".name").inner_text()
+    count = page.locator("#neighbours .card").count()
+
+    neighbour.locator("a.thumb").click()
+    viewer = page.locator("#viewer")
+    expect(viewer.locator(".viewer-name")).to_have_text(neighbour_name)
+    page.wait_for_function(PICTURE_SHOWN)
+    assert urlparse(page.url).path == detail and urlparse(page.url).query == "", "no search ran"
+    assert hash_of(page) == f"#image={neighbour_id}"
+    expect(viewer.locator(".viewer-position")).to_have_text(f"1 of {count}")
+    page.keyboard.press("ArrowRight")
+    expect(viewer.locator(".viewer-name")).to_have_text(page.locator("#neighbours .card .name").nth(1).inner_text())
+    page.keyboard.press("Escape")
+    expect(viewer).to_be_hidden()
+    expect(page.locator("#detail-title")).to_have_text("rocket.jpg")
 
 
 def test_the_viewer_fits_a_phone_in_the_dark(browser: Browser, site: Site) -> None:

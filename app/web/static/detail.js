@@ -1,5 +1,6 @@
-// One stored image: names and paths, facts, predictions, its nearest neighbours, and moving it to the trash
-// (with Undo right after). An image in the trash says so, and offers restore and delete for good.
+// One stored image: names and paths, facts, predictions, its nearest neighbours (each opens in the viewer, as
+// in the other grids), and moving it to the trash (with Undo right after). An image in the trash says so, and
+// offers restore and delete for good.
 
 import { api, contentUrl } from "./api.js";
 import {
@@ -14,6 +15,7 @@ import {
   showLibraryCount,
   showUndo,
 } from "./ui.js";
+import { attachViewer } from "./viewer.js";
 
 const box = document.getElementById("detail");
 const title = document.getElementById("detail-title");
@@ -160,14 +162,14 @@ async function load({ keepStatus = false } = {}) {
       actions(image),
     ),
   );
+  // Cleared now, not after the neighbours arrive: by then the status line may say what a button just did.
+  if (!keepStatus) setStatus(statusBox, "");
   if (image.trashed_at) {
     neighboursSection.hidden = true;
-    if (!keepStatus) setStatus(statusBox, "");
     return;
   }
   try {
     const answer = await api("/search", { params: { ref: image.id, k: 12 } });
-    if (!keepStatus) setStatus(statusBox, "");
     neighboursSection.hidden = false;
     neighbours.replaceChildren(
       ...(answer.results.length
@@ -186,5 +188,7 @@ async function load({ keepStatus = false } = {}) {
   }
 }
 
+// A neighbour opens in the viewer; its "Find similar" searches by it, as the picture's link does.
+attachViewer(neighbours, { statusBox, findSimilar: (id) => location.assign(searchHref(id)) });
 load();
 showLibraryCount();

@@ -58,8 +58,9 @@ function buildDialog() {
 }
 
 // Opens a grid's pictures in the viewer. `findSimilar(id)` runs a search by a stored image (what clicking a
-// picture did before); `statusBox` is where "Moved … to the trash" and its Undo go.
-export function attachViewer(grid, { findSimilar, statusBox }) {
+// picture did before); `statusBox` is where "Moved … to the trash" and its Undo go; `changed()`, when given,
+// runs after an image was moved to the trash or restored (a page with a count refreshes it).
+export function attachViewer(grid, { findSimilar, statusBox, changed = () => {} }) {
   const dialog = buildDialog();
   // Looked up once: setStatus rewrites the status line's classes.
   const parts = {};
@@ -156,6 +157,7 @@ export function attachViewer(grid, { findSimilar, statusBox }) {
     close();
     if (card) card.remove();
     showLibraryCount();
+    changed();
     if (!statusBox) return;
     showUndo(
       statusBox,
@@ -164,6 +166,7 @@ export function attachViewer(grid, { findSimilar, statusBox }) {
         await api(`/trash/${id}/restore`, { method: "POST" });
         if (card && parent) parent.insertBefore(card, after && after.parentNode === parent ? after : null);
         showLibraryCount();
+        changed();
       },
       `Restored ${name}.`,
     );
