@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -42,7 +41,6 @@ def pins(path: Path) -> dict[str, str]:
 
 def osv_answers() -> bool:
     try:
-        socket.getaddrinfo("api.osv.dev", 443)
         request = urllib.request.Request(
             "https://api.osv.dev/v1/query", data=b'{"package":{"name":"pip","ecosystem":"PyPI"},"version":"24.0"}'
         )
@@ -69,6 +67,13 @@ def pip_audit(service: str, files: list[Path]) -> int:
     return status
 
 
+def covers(spec: str, release: Version) -> bool:
+    try:
+        return release in SpecifierSet(spec, prereleases=True)
+    except InvalidSpecifier:
+        return False
+
+
 def offline(files: list[Path]) -> int:
     # The package's own __init__ opens a path relative to the working directory: read its file without importing it.
     source = Path(str(metadata.distribution("safety-db").locate_file("safety_db/insecure_full.json")))
@@ -85,16 +90,11 @@ def offline(files: list[Path]) -> int:
             except InvalidVersion:
                 continue
             for entry in advisories.get(name, []):
-                for spec in entry.get("specs", []):
-                    try:
-                        covered = release in SpecifierSet(spec, prereleases=True)
-                    except InvalidSpecifier:
-                        continue
-                    if covered:
-                        found += 1
-                        advisory = " ".join(entry.get("advisory", "").split())[:160]
-                        print(f"{path}: {name}=={version} is {spec}: {entry.get('cve') or entry['id']}: {advisory}")
-                        break
+                spec = next((spec for spec in entry.get("specs", []) if covers(spec, release)), None)
+                if spec is not None:
+                    found += 1
+                    advisory = " ".join(entry.get("advisory", "").split())[:160]
+                    print(f"{path}: {name}=={version} is {spec}: {entry.get('cve') or entry['id']}: {advisory}")
     print(
         f"audit: {checked} pins checked offline against safety-db (advisories to {dated}): "
         f"{found} known vulnerabilit{'y' if found == 1 else 'ies'}"

@@ -89,7 +89,6 @@ def audit(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_offline_audit_fails_on_a_release_with_a_known_vulnerability(tmp_path: Path) -> None:
-    pytest.importorskip("packaging")
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("jinja2==2.10\nrequests==2.34.2\n", encoding="utf-8")
     result = audit(str(requirements))
