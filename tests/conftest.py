@@ -22,15 +22,19 @@ from index.config import Settings
 from index.model.embedder import Embedder, EmbedResult
 from index.model.engines import installed_engines
 from index.model.registry import resolve_embedding
+from tests import milvus_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGES_DIR = REPO_ROOT / "images"
 CAT_VARIANTS = frozenset({"cat_crop.jpg", "cat_mirror.png", "cat_recompressed.jpg", "cat_grey.png"})
 
-# The two configurations the store-level and API tests run against. PostgreSQL comes from a server whose
-# URL (a role allowed to create databases) is in this variable; `.ci/run` starts one and sets it.
-BACKENDS = ("sqlite-faiss", "postgresql-milvus")
+# The configurations the store-level and API tests run against. PostgreSQL comes from a server whose URL (a role
+# allowed to create databases) is in this variable; `.ci/run` starts one and sets it. The vectors go to a
+# milvus-lite file, or to a real Milvus standalone server: the one in this variable, else one started here from
+# the `milvus` package (tests.milvus_server; it needs root for its network namespace).
+BACKENDS = ("sqlite-faiss", "postgresql-milvus", "postgresql-milvus-server")
 POSTGRES_URL_ENV = "IMGSIM_TEST_POSTGRES_URL"
+MILVUS_URI_ENV = "IMGSIM_TEST_MILVUS_URI"
 _created_databases: list[str] = []
 
 
@@ -59,11 +63,33 @@ def backend_overrides(backend: str, folder: Path) -> dict[str, Any]:
     """Settings that put an index on `backend`; `folder` holds whatever it keeps in files."""
     if backend == "sqlite-faiss":
         return {}
+    if backend == "postgresql-milvus":
+        return {
+            "database_url": fresh_postgres_database(),
+            "vector_store": "milvus",
+            "milvus_uri": str(folder / "milvus.db"),
+        }
+    database_url = fresh_postgres_database()  # skips first when there is no PostgreSQL
+    uri = milvus_server_uri()
     return {
-        "database_url": fresh_postgres_database(),
+        "database_url": database_url,
         "vector_store": "milvus",
-        "milvus_uri": str(folder / "milvus.db"),
+        "milvus_uri": uri,
+        "milvus_collection": milvus_server.new_collection_name(),
     }
+
+
+def milvus_server_uri() -> str:
+    """The real Milvus server of this test session: IMGSIM_TEST_MILVUS_URI's, else one started on first use."""
+    return os.environ.get(MILVUS_URI_ENV) or milvus_server.session_server().uri
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_milvus_collections() -> Iterator[None]:
+    """Each module's collections on the Milvus server are dropped after it (the server holds them loaded)."""
+    created = len(milvus_server.collections)
+    yield
+    milvus_server.drop_collections(os.environ.get(MILVUS_URI_ENV) or None, since=created)
 
 
 @pytest.fixture(scope="session", autouse=True)
