@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     exact_search_threshold: int = Field(default=20_000, ge=0, description="Above this, 'auto' builds HNSW.")
     hnsw_m: int = Field(default=32, ge=4, le=128)
     hnsw_ef_search: int = Field(default=128, ge=8)
+    hnsw_ef_construction: int = Field(default=80, ge=8, description="HNSW build-time breadth (FAISS and Milvus).")
     max_image_pixels: int = Field(default=40_000_000, ge=1, description="Refused before decoding above this.")
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1, description="Largest accepted request body.")
     max_files_per_request: int = Field(default=64, ge=1)
@@ -125,9 +126,11 @@ class Settings(BaseSettings):
     milvus_uri: str = Field(default="", description="Milvus server URL, or a local milvus-lite file path.")
     milvus_token: str = Field(default="", description="Milvus credentials ('user:password' or an API key).")
     milvus_collection: str = Field(default="imgsim", description="Milvus collection holding the vectors.")
-    milvus_index: Literal["FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX"] = Field(
+    milvus_index: Literal["FLAT", "HNSW", "IVF_FLAT", "IVF_SQ8", "AUTOINDEX"] = Field(
         default="HNSW", description="Milvus index type (milvus-lite builds FLAT whatever this says)."
     )
+    milvus_ivf_nlist: int = Field(default=1024, ge=1, le=65536, description="Clusters of an IVF_* Milvus index.")
+    milvus_ivf_nprobe: int = Field(default=32, ge=1, le=65536, description="Clusters an IVF_* search visits.")
 
     # Untrusted input: what one image or one connection may cost the server.
     decode_memory_bytes: int = Field(

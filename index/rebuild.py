@@ -45,7 +45,12 @@ def choose_index_kind(settings: Settings, count: int) -> str:
 
 def build_vectors(store: ImageStore, meta: IndexMeta, settings: Settings) -> VectorIndex:
     """A vector index of every embedding in `store`."""
-    vectors = VectorIndex(meta, hnsw_m=settings.hnsw_m, ef_search=settings.hnsw_ef_search)
+    vectors = VectorIndex(
+        meta,
+        hnsw_m=settings.hnsw_m,
+        ef_search=settings.hnsw_ef_search,
+        ef_construction=settings.hnsw_ef_construction,
+    )
     for ids, batch in store.iter_embeddings():
         vectors.add(ids, batch)
     return vectors

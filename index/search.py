@@ -150,27 +150,37 @@ class Searcher:
         allowed = self.store.ids_with_labels(classes) if classes is not None and by_class is None else None
         if allowed is not None and len(allowed) == 0:
             return []
-        if len(self.vectors) == 0:
+        if isinstance(self.vectors, VectorIndex) and len(self.vectors) == 0:  # a server answers an empty search
             return []
         copies_first = self.duplicates is not None and source is not None
         extra = DUPLICATE_CANDIDATES if copies_first else 0
-
-        def nearest(vector: NDArray[np.float32], n: int) -> list[tuple[int, float]]:
-            if by_class is not None and classes is not None:
-                scores, ids = by_class.search_classes(vector.reshape(1, -1), n, classes)
-            else:
-                scores, ids = self.vectors.search(vector.reshape(1, -1), n, allowed)
-            return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and i not in exclude]
-
-        pairs = nearest(query, k + len(exclude) + extra)
+        queries, wanted = [query], [k + len(exclude) + extra]
         if copies_first and self.duplicates is not None and self.duplicates.dims < query.shape[-1]:
             # A copy whose logits moved (a 64 px copy, a screenshot) can fall out of the whole vector's nearest:
             # the features part alone finds it (zero logits: the stored vectors' inner product with this ranks by
-            # the features part's cosine), and it is verified with the rest, shown only if proven a copy.
+            # the features part's cosine), and it is verified with the rest, shown only if proven a copy. Both
+            # queries go in one search (one round trip to a vector server).
             features = np.zeros_like(query)
             features[: self.duplicates.dims] = self.duplicates.part(query)
+            queries.append(features)
+            wanted.append(VERIFIED_CANDIDATES + len(exclude))
+        batch = np.stack(queries)
+        if by_class is not None and classes is not None:
+            scores, ids = by_class.search_classes(batch, max(wanted), classes)
+        else:
+            scores, ids = self.vectors.search(batch, max(wanted), allowed)
+        nearest = [
+            [
+                (int(i), float(v))
+                for i, v in zip(ids[row, :n], scores[row, :n], strict=True)
+                if i >= 0 and i not in exclude
+            ]
+            for row, n in enumerate(wanted)
+        ]
+        pairs = nearest[0]
+        if len(nearest) > 1:
             have = {i for i, _ in pairs}
-            found = [i for i, _ in nearest(features, VERIFIED_CANDIDATES + len(exclude)) if i not in have]
+            found = [i for i, _ in nearest[1] if i not in have]
             try:
                 stored = self._stored(found)
             except KeyError:  # deleted meanwhile: not a candidate

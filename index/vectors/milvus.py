@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ from index.config import Settings
 from index.errors import BackendUnavailable
 from index.storage.schema import LabelRow
 from index.storage.store import ImageStore
-from index.vectors.faiss_index import EF_CONSTRUCTION, IndexMeta, checked_vectors
+from index.vectors.faiss_index import IndexMeta, checked_vectors
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +41,68 @@ if importlib.util.find_spec("pymilvus") is None:
 MAX_CLASSES = 1024
 MODEL_PROPERTY = "imgsim.model"
 _ID, _VECTOR, _CLASSES = "id", "vector", "classes"
-# Reads see every write acknowledged before them, whichever replica made it: a deleted image is never found.
-CONSISTENCY = "Strong"
+# Searches read at Session consistency: they see this process's own writes, and other processes' within the
+# server's time tick (about 200 ms), without waiting for a tick as Strong does (200 to 400 ms per call on a
+# standalone server). A hit whose image was deleted or trashed meanwhile is dropped against the metadata
+# database, so a stale read never returns one. Milvus 2.3 returns no timestamp for a delete, so for a moment
+# after one of its own deletes the process reads at Strong (counts and id lists must not show what it removed).
+CONSISTENCY = "Session"
+STRONG = "Strong"
+_STRONG_AFTER_DELETE_S = 1.0
 _BATCH = 2000
+
+
+@dataclass(frozen=True)
+class MilvusFeatures:
+    """What the server can do, from its version: a real server's, or milvus-lite's (`local`)."""
+
+    version: str
+    local: bool
+    array_index: bool  # an INVERTED index on the classes array (Milvus 2.4)
+    range_search: bool  # `radius` / `range_filter` search parameters (Milvus 2.3)
+    count: bool  # `count(*)` queries (Milvus 2.2.9)
+
+    @classmethod
+    def of(cls, version: str, local: bool) -> MilvusFeatures:
+        """Features of a server that reports `version` ('v2.3.5-lite', '2.4.13'); milvus-lite builds only FLAT
+        indexes and has no range search."""
+        match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", version)
+        number = tuple(int(g or 0) for g in match.groups()) if match else (0, 0, 0)
+        if local:
+            return cls(version, True, array_index=False, range_search=False, count=True)
+        return cls(
+            version,
+            False,
+            array_index=number >= (2, 4, 0),
+            range_search=number >= (2, 3, 0),
+            count=number >= (2, 2, 9),
+        )
+
+    def missing(self) -> list[str]:
+        """What this server lacks that the store would use, and what it does instead."""
+        if self.local:
+            return []
+        out = []
+        if not self.array_index:
+            out.append("no index on the classes array before Milvus 2.4 (label filters scan the collection)")
+        if not self.range_search:
+            out.append("no range search before Milvus 2.3 (duplicates use k-NN and a threshold)")
+        if not self.count:
+            out.append("no count(*) before Milvus 2.2.9 (counts read every id)")
+        return out
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+class _PreIteratorTimestamps(logging.Filter):
+    """Servers before 2.4 give no iterator timestamp; pymilvus warns of its (harmless) fallback on every id listing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "mvccTs" not in record.getMessage()
+
+
+logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_PreIteratorTimestamps())
 
 
 def _milvus_error(uri: str, exc: Exception) -> BackendUnavailable:
@@ -67,8 +129,10 @@ class MilvusVectorStore:
         self.store = store
         self.meta = meta
         self.ef_search = settings.hnsw_ef_search
+        self.nprobe = settings.milvus_ivf_nprobe
         self.dirty = False  # every write is durable in Milvus when it returns; nothing to save
         self.local = "://" not in self.uri
+        self._deleted_at = -float("inf")  # when this process last deleted (reads are Strong just after)
         try:
             if self.local:
                 Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +140,10 @@ class MilvusVectorStore:
         except (MilvusException, ValueError, OSError, RuntimeError) as exc:
             raise _milvus_error(self.uri, exc) from exc
         try:
+            self.features = MilvusFeatures.of(str(self.client.get_server_version()), self.local)
+            if (self.uri, self.features.version) not in _warned and (missing := self.features.missing()):
+                _warned.add((self.uri, self.features.version))
+                log.warning("Milvus %s at %s: %s", self.features.version, self.uri, "; ".join(missing))
             if self.client.has_collection(self.collection):
                 self._check(meta)
             else:
@@ -103,12 +171,12 @@ class MilvusVectorStore:
             kind = "FLAT"  # milvus-lite builds only FLAT (exact) indexes
         params: dict[str, Any] = {}
         if kind == "HNSW":
-            params = {"M": settings.hnsw_m, "efConstruction": EF_CONSTRUCTION}
-        elif kind == "IVF_FLAT":
-            params = {"nlist": 4096}
+            params = {"M": settings.hnsw_m, "efConstruction": settings.hnsw_ef_construction}
+        elif kind.startswith("IVF_"):
+            params = {"nlist": settings.milvus_ivf_nlist}
         index.add_index(_VECTOR, index_type=kind, metric_type="IP", params=params)
-        # An inverted index over the classes makes `array_contains_any` a lookup rather than a scan.
-        if not self.local:
+        # An inverted index over the classes makes `array_contains_any` a lookup rather than a scan (2.4 on).
+        if self.features.array_index:
             index.add_index(_CLASSES, index_type="INVERTED")
         from pymilvus.exceptions import MilvusException
 
@@ -156,15 +224,26 @@ class MilvusVectorStore:
 
     # --- the VectorStore interface ------------------------------------------------------------------------
 
+    def _consistency(self) -> str:
+        return STRONG if time.monotonic() - self._deleted_at < _STRONG_AFTER_DELETE_S else CONSISTENCY
+
     def __len__(self) -> int:
-        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"], consistency_level=CONSISTENCY)
+        if not self.features.count:
+            return len(self.ids())
+        rows = self.client.query(
+            self.collection, filter="", output_fields=["count(*)"], consistency_level=self._consistency()
+        )
         return int(rows[0]["count(*)"]) if rows else 0
 
-    def ids(self) -> NDArray[np.int64]:
+    def ids(self, consistency: str | None = None) -> NDArray[np.int64]:
         """Every id in the collection, sorted."""
         out: list[int] = []
         iterator = self.client.query_iterator(
-            self.collection, batch_size=_BATCH * 5, filter=f"{_ID} >= 0", output_fields=[_ID]
+            self.collection,
+            batch_size=_BATCH * 5,
+            filter=f"{_ID} >= 0",
+            output_fields=[_ID],
+            consistency_level=consistency or self._consistency(),
         )
         try:
             while rows := iterator.next():
@@ -191,6 +270,7 @@ class MilvusVectorStore:
             return
         for start in range(0, len(ids), _BATCH):
             self.client.delete(self.collection, ids=[int(i) for i in ids[start : start + _BATCH]])
+        self._deleted_at = time.monotonic()
 
     def search(
         self,
@@ -214,14 +294,15 @@ class MilvusVectorStore:
         params: dict[str, Any] = {"metric_type": "IP"}
         if self.meta.kind == "hnsw":
             params["params"] = {"ef": max(self.ef_search, k)}
+        elif self.meta.kind.startswith("ivf"):
+            params["params"] = {"nprobe": self.nprobe}
         results = self.client.search(
             self.collection,
             data=list(queries),
             filter=" and ".join(filters),
             limit=k,
-            output_fields=[_ID],
             search_params=params,
-            consistency_level=CONSISTENCY,
+            consistency_level=self._consistency(),
         )
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         out_ids = np.full((len(queries), k), -1, dtype=np.int64)
@@ -267,7 +348,7 @@ def open_milvus(settings: Settings, store: ImageStore, meta: IndexMeta) -> Milvu
     """
     vectors = MilvusVectorStore(settings, store, meta)
     try:
-        stored, indexed = store.ids(), vectors.ids()
+        stored, indexed = store.ids(), vectors.ids(STRONG)  # every replica's writes so far
         extra = np.setdiff1d(indexed, stored, assume_unique=True)
         if len(extra):
             log.warning("removing %d vectors with no stored image", len(extra))
