@@ -99,6 +99,8 @@ def test_a_file_changed_moments_before_it_was_read_is_not_vouched_for_by_its_sta
     settings: Settings, embedder: CountingEmbedder, folder: Path, files_read: list[str]
 ) -> None:
     with ImageIndex(settings, embedder) as index:
+        for path in folder.iterdir():  # changed just now, however long opening the index took
+            os.utime(path)
         index.ingest(sources(folder))
         assert index.store.seen_files([s.path for s in sources(folder)]) == {}
         files_read.clear()
