@@ -1,0 +1,262 @@
+"""Searches through the API on a real Milvus server, side by side with SQLite + FAISS on the same vectors.
+
+For each size, one library of N images is stored twice: PostgreSQL + a real Milvus standalone server
+(deploy/local_milvus.py, HNSW) and SQLite + FAISS (HNSW above 20k, as `auto` picks). Each is served by a real
+uvicorn process; `GET /search?ref=` (stored images) and `POST /search` (uploaded photos, embedded per request)
+are timed from a client on the same machine, and the GET answers are scored against exact search (recall@10).
+
+The vectors are clustered like real embeddings: the shared ImageNet sample's 1000 photos are embedded once
+(cached under /tmp) and every stored vector is one of them plus Gaussian noise (cosine to its photo about 0.8),
+with that photo's predictions as its labels. The uploads are photos of ../shared/datasets/multiview.
+Prints tables, writes JSON. Not a test. Needs root (the Milvus server's namespace) and PostgreSQL:
+
+  IMGSIM_TEST_POSTGRES_URL=postgresql+psycopg://imgsim@127.0.0.1:55432/postgres \\
+    .venv/bin/python -m tests.benchmarks.milvus_api --sizes 1000,100000 --queries 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from numpy.typing import NDArray
+
+from deploy.local_milvus import LocalMilvus
+from index.config import Settings
+from index.model.embedder import Embedder
+from index.model.registry import Prediction
+from index.pipeline import ImageSource
+from index.service import ImageIndex
+from index.storage.store import NewImage
+from tests.app.server import running_server
+from tests.benchmarks.scale import machine, print_table
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared" / "datasets"
+CACHE = Path(tempfile.gettempdir()) / "imgsim-bench-imagenet-embeddings.npz"
+NOISE = 0.75  # norm of the noise added to a unit vector: cosine to its photo about 0.8
+BATCH = 5000
+
+
+def photo_embeddings(embedder: Embedder) -> tuple[NDArray[np.float32], list[list[Prediction]]]:
+    """The shared ImageNet sample's embeddings and predictions (embedded once, then cached)."""
+    if CACHE.exists():
+        saved = np.load(CACHE, allow_pickle=True)
+        return saved["vectors"], [[Prediction(*p) for p in preds] for preds in saved["predictions"]]
+    paths = sorted(p for p in (SHARED / "imagenet-sample").iterdir() if p.suffix.lower() in {".jpeg", ".jpg"})
+    vectors, predictions = [], []
+    with tempfile.TemporaryDirectory() as scratch, ImageIndex(Settings(data_dir=Path(scratch)), embedder) as index:
+        for start in range(0, len(paths), 32):
+            for _sha, vector, preds in index.embed([ImageSource.from_path(p) for p in paths[start : start + 32]]):
+                vectors.append(vector)
+                predictions.append(preds)
+    array = np.stack(vectors).astype(np.float32)
+    as_tuples = np.array([[(p.label, p.class_index, p.score) for p in preds] for preds in predictions], dtype=object)
+    np.savez(CACHE, vectors=array, predictions=as_tuples)
+    return array, predictions
+
+
+def library(n: int, photos: NDArray[np.float32], seed: int = 0) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """n clustered unit vectors and the photo each was made from."""
+    rng = np.random.default_rng(seed)
+    centre = rng.integers(0, len(photos), n)
+    noise = rng.standard_normal((n, photos.shape[1]), dtype=np.float32)
+    noise *= NOISE / np.linalg.norm(noise, axis=1, keepdims=True)
+    vectors = photos[centre] + noise
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors.astype(np.float32), centre
+
+
+def fill(settings: Settings, embedder: Embedder, vectors: NDArray[np.float32], labels: list[list[Prediction]]) -> float:
+    """Store the vectors as images (rows and vectors, as an ingest would); returns seconds."""
+    start = time.perf_counter()
+    with ImageIndex(settings, embedder) as index:
+        for lo in range(0, len(vectors), BATCH):
+            images = [
+                NewImage(
+                    sha256=hashlib.sha256(f"bench-{i}".encode()).hexdigest(),
+                    byte_size=1000,
+                    width=64,
+                    height=64,
+                    format="JPEG",
+                    predictions=labels[i],
+                    embedding=vectors[i],
+                    name=f"bench_{i:07d}.jpg",
+                )
+                for i in range(lo, min(lo + BATCH, len(vectors)))
+            ]
+            inserted = index.store.insert(images, embedder.version, embedder.weights_hash)
+            ids = np.array([inserted[img.sha256][0] for img in images], np.int64)
+            index.vectors.add(ids, vectors[lo : lo + len(images)])
+        index.flush()
+    return time.perf_counter() - start
+
+
+def wait_indexed(uri: str, collection: str) -> float:
+    """Flush and wait until the server's index covers every row; returns seconds."""
+    from pymilvus import MilvusClient
+
+    start = time.perf_counter()
+    client = MilvusClient(uri, timeout=600)
+    client.flush(collection)
+    while True:
+        info = client.describe_index(collection, "vector")
+        if int(info.get("pending_index_rows", 0)) == 0 and int(info.get("indexed_rows", 0)) >= int(
+            info.get("total_rows", 0)
+        ):
+            break
+        time.sleep(2)
+    client.close()
+    return time.perf_counter() - start
+
+
+def timed(call: Any, count: int) -> tuple[list[float], list[Any]]:
+    times, answers = [], []
+    for n in range(count):
+        t = time.perf_counter()
+        answers.append(call(n))
+        times.append((time.perf_counter() - t) * 1e3)
+    return times, answers
+
+
+def measure(url: str, ref_ids: list[int], uploads: list[bytes], k: int = 10) -> dict[str, Any]:
+    with httpx.Client(base_url=url, timeout=120) as http:
+
+        def by_ref(n: int) -> list[int]:
+            response = http.get("/search", params={"ref": str(ref_ids[n % len(ref_ids)]), "k": k})
+            response.raise_for_status()
+            return [hit["id"] for hit in response.json()["results"]]
+
+        def by_upload(n: int) -> int:
+            data = uploads[n % len(uploads)]
+            response = http.post("/search", params={"k": k}, files={"file": ("query.jpg", data)})
+            response.raise_for_status()
+            return len(response.json()["results"])
+
+        timed(by_ref, 5)  # warm: connections, caches
+        timed(by_upload, 3)
+        get_ms, answers = timed(by_ref, len(ref_ids))
+        post_ms, _ = timed(by_upload, len(uploads))
+    return {"get_ms": get_ms, "post_ms": post_ms, "answers": answers}
+
+
+def recall(answers: list[list[int]], refs: list[int], vectors: NDArray[np.float32], id_of: NDArray[np.int64]) -> float:
+    """Mean overlap of each answer with the exact 10 nearest (the query itself left out)."""
+    row_of = {int(i): r for r, i in enumerate(id_of)}
+    scores = []
+    for ref, got in zip(refs, answers, strict=True):
+        sims = vectors @ vectors[row_of[ref]]
+        sims[row_of[ref]] = -np.inf
+        exact = {int(id_of[r]) for r in np.argpartition(-sims, 10)[:10]}
+        scores.append(len(exact & set(got)) / 10)
+    return float(np.mean(scores))
+
+
+def p(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,100000")
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--uploads", type=int, default=20)
+    parser.add_argument("--ef", type=int, default=Settings().hnsw_ef_search, help="IMGSIM_HNSW_EF_SEARCH")
+    parser.add_argument("--json", type=Path, default=Path("milvus_api.json"))
+    args = parser.parse_args(argv)
+    postgres = os.environ.get("IMGSIM_TEST_POSTGRES_URL", "")
+    if not postgres:
+        parser.error("set IMGSIM_TEST_POSTGRES_URL to a PostgreSQL role that may create databases")
+
+    from sqlalchemy import create_engine, make_url
+
+    work = Path(tempfile.mkdtemp(prefix="imgsim-milvus-api-"))
+    embedder = Embedder(Settings()).load()
+    photos, predictions = photo_embeddings(embedder)
+    uploads = [p.read_bytes() for p in sorted((SHARED / "multiview").glob("*.jpg"))[: args.uploads]]
+    server = LocalMilvus(work / "milvus").start()
+    admin = create_engine(make_url(postgres), isolation_level="AUTOCOMMIT")
+    rows: list[dict[str, Any]] = []
+    try:
+        for n in [int(s) for s in args.sizes.split(",")]:
+            vectors, centre = library(n, photos)
+            labels = [predictions[c] for c in centre]
+            refs_rows = np.random.default_rng(1).choice(n, min(args.queries, n), replace=False)
+            name = f"imgsim_bench_{uuid.uuid4().hex[:8]}"
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            database = make_url(postgres).set(database=name).render_as_string(hide_password=False)
+            targets = {
+                "postgresql + milvus server (hnsw)": {
+                    "IMGSIM_DATABASE_URL": database,
+                    "IMGSIM_VECTOR_STORE": "milvus",
+                    "IMGSIM_MILVUS_URI": server.uri,
+                    "IMGSIM_MILVUS_COLLECTION": name,
+                },
+                "sqlite + faiss": {},
+            }
+            for target, env in targets.items():
+                data_dir = work / f"{name}-{len(env)}"
+                settings = Settings(data_dir=data_dir, **{k.removeprefix("IMGSIM_").lower(): v for k, v in env.items()})
+                filled = fill(settings, embedder, vectors, labels)
+                indexed = wait_indexed(server.uri, name) if env else 0.0
+                with ImageIndex(settings, embedder) as index:
+                    id_of = index.store.ids()
+                refs = [int(id_of[r]) for r in refs_rows]
+                env = {**env, "IMGSIM_HNSW_EF_SEARCH": str(args.ef), "IMGSIM_REQUEST_TIMEOUT_S": "0"}
+                with running_server(data_dir, work / f"{target[:6]}-{n}.log", **env) as url:
+                    got = measure(url, refs, uploads)
+                row = {
+                    "target": target,
+                    "vectors": n,
+                    "fill_s": round(filled, 1),
+                    "index_wait_s": round(indexed, 1),
+                    "get_p50_ms": p(got["get_ms"], 50),
+                    "get_p95_ms": p(got["get_ms"], 95),
+                    "post_p50_ms": p(got["post_ms"], 50),
+                    "post_p95_ms": p(got["post_ms"], 95),
+                    "recall_at_10": round(recall(got["answers"], refs, vectors, id_of), 3),
+                    "ef_search": args.ef,
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                shutil.rmtree(data_dir, ignore_errors=True)
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        server.close()
+        admin.dispose()
+        shutil.rmtree(work, ignore_errors=True)
+    header = ["target", "vectors", "fill_s", "index_wait_s", "get_p50_ms", "get_p95_ms", "post_p50_ms"]
+    header += ["post_p95_ms", "recall_at_10"]
+    print_table(
+        "Search through the API (real uvicorn; ms from a client on this machine)",
+        header,
+        [[r[h] for h in header] for r in rows],
+    )
+    for n in sorted({r["vectors"] for r in rows}):
+        pair = {r["target"]: r for r in rows if r["vectors"] == n}
+        if len(pair) == 2:
+            m, f = pair["postgresql + milvus server (hnsw)"], pair["sqlite + faiss"]
+            print(
+                f"  {n}: GET milvus/faiss p50 ratio {m['get_p50_ms'] / f['get_p50_ms']:.2f}, "
+                f"POST {m['post_p50_ms'] / f['post_p50_ms']:.2f}"
+            )
+    args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
