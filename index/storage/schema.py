@@ -48,7 +48,8 @@ class ImageRow(Base):
     model: Mapped[str] = mapped_column(String(128))
     weights_hash: Mapped[str] = mapped_column(String(64))
     predictions: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
-    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    # Most of a row (9 KB at the default width): loaded only when asked for (store.embeddings selects it).
+    embedding: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # When it was moved to the trash (NULL while it is live): kept whole, hidden from search and listings.
     trashed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True, default=None)
