@@ -1,7 +1,7 @@
 """Searches through the API on a real Milvus server, side by side with SQLite + FAISS on the same vectors.
 
 For each size, one library of N images is stored twice: PostgreSQL + a real Milvus standalone server
-(deploy/local_milvus.py, HNSW) and SQLite + FAISS (HNSW above 20k, as `auto` picks). Each is served by a real
+(deploy/local_milvus.py, HNSW) and SQLite + FAISS (HNSW too). Each is served by a real
 uvicorn process; `GET /search?ref=` (stored images) and `POST /search` (uploaded photos, embedded per request)
 are timed from a client on the same machine, and the GET answers are scored against exact search (recall@10).
 
@@ -204,13 +204,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "IMGSIM_MILVUS_URI": server.uri,
                     "IMGSIM_MILVUS_COLLECTION": name,
                 },
-                "sqlite + faiss": {},
+                "sqlite + faiss (hnsw)": {"IMGSIM_INDEX_KIND": "hnsw"},
             }
             for target, env in targets.items():
                 data_dir = work / f"{name}-{len(env)}"
                 settings = Settings(data_dir=data_dir, **{k.removeprefix("IMGSIM_").lower(): v for k, v in env.items()})
                 filled = fill(settings, embedder, vectors, labels)
-                indexed = wait_indexed(server.uri, name) if env else 0.0
+                indexed = wait_indexed(server.uri, name) if "IMGSIM_MILVUS_URI" in env else 0.0
                 with ImageIndex(settings, embedder) as index:
                     id_of = index.store.ids()
                 refs = [int(id_of[r]) for r in refs_rows]
@@ -248,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for n in sorted({r["vectors"] for r in rows}):
         pair = {r["target"]: r for r in rows if r["vectors"] == n}
         if len(pair) == 2:
-            m, f = pair["postgresql + milvus server (hnsw)"], pair["sqlite + faiss"]
+            m, f = pair["postgresql + milvus server (hnsw)"], pair["sqlite + faiss (hnsw)"]
             print(
                 f"  {n}: GET milvus/faiss p50 ratio {m['get_p50_ms'] / f['get_p50_ms']:.2f}, "
                 f"POST {m['post_p50_ms'] / f['post_p50_ms']:.2f}"
