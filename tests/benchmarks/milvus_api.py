@@ -4,6 +4,8 @@ For each size, one library of N images is stored twice: PostgreSQL + a real Milv
 (deploy/local_milvus.py, HNSW) and SQLite + FAISS (HNSW too). Each is served by a real
 uvicorn process; `GET /search?ref=` (stored images) and `POST /search` (uploaded photos, embedded per request)
 are timed from a client on the same machine, and the GET answers are scored against exact search (recall@10).
+Every query goes to each server in turn, so the ratios hold on a noisy machine; one Milvus collection is served
+by one API process per `--ef` (each with a data directory of its own, as replicas have).
 
 The vectors are clustered like real embeddings: the shared ImageNet sample's 1000 photos are embedded once
 (cached under /tmp) and every stored vector is one of them plus Gaussian noise (cosine to its photo about 0.8),
@@ -17,6 +19,7 @@ Prints tables, writes JSON. Not a test. Needs root (the Milvus server's namespac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -130,25 +133,41 @@ def timed(call: Any, count: int) -> tuple[list[float], list[Any]]:
     return times, answers
 
 
-def measure(url: str, ref_ids: list[int], uploads: list[bytes], k: int = 10) -> dict[str, Any]:
-    with httpx.Client(base_url=url, timeout=120) as http:
+def measure(urls: dict[str, str], ref_ids: list[int], uploads: list[bytes], k: int = 10) -> dict[str, dict[str, Any]]:
+    """Each query sent to every server in turn (so a noisy moment costs them alike)."""
+    clients = {name: httpx.Client(base_url=url, timeout=120) for name, url in urls.items()}
+    out: dict[str, dict[str, Any]] = {name: {"get_ms": [], "post_ms": [], "answers": []} for name in urls}
 
-        def by_ref(n: int) -> list[int]:
-            response = http.get("/search", params={"ref": str(ref_ids[n % len(ref_ids)]), "k": k})
-            response.raise_for_status()
-            return [hit["id"] for hit in response.json()["results"]]
+    def by_ref(http: httpx.Client, ref: int) -> list[int]:
+        response = http.get("/search", params={"ref": str(ref), "k": k})
+        response.raise_for_status()
+        return [hit["id"] for hit in response.json()["results"]]
 
-        def by_upload(n: int) -> int:
-            data = uploads[n % len(uploads)]
-            response = http.post("/search", params={"k": k}, files={"file": ("query.jpg", data)})
-            response.raise_for_status()
-            return len(response.json()["results"])
+    def by_upload(http: httpx.Client, data: bytes) -> int:
+        response = http.post("/search", params={"k": k}, files={"file": ("query.jpg", data)})
+        response.raise_for_status()
+        return len(response.json()["results"])
 
-        timed(by_ref, 5)  # warm: connections, caches
-        timed(by_upload, 3)
-        get_ms, answers = timed(by_ref, len(ref_ids))
-        post_ms, _ = timed(by_upload, len(uploads))
-    return {"get_ms": get_ms, "post_ms": post_ms, "answers": answers}
+    try:
+        for http in clients.values():  # warm: connections, caches
+            for ref in ref_ids[:5]:
+                by_ref(http, ref)
+            for data in uploads[:3]:
+                by_upload(http, data)
+        for ref in ref_ids:
+            for name, http in clients.items():
+                t = time.perf_counter()
+                out[name]["answers"].append(by_ref(http, ref))
+                out[name]["get_ms"].append((time.perf_counter() - t) * 1e3)
+        for data in uploads:
+            for name, http in clients.items():
+                t = time.perf_counter()
+                by_upload(http, data)
+                out[name]["post_ms"].append((time.perf_counter() - t) * 1e3)
+    finally:
+        for http in clients.values():
+            http.close()
+    return out
 
 
 def recall(answers: list[list[int]], refs: list[int], vectors: NDArray[np.float32], id_of: NDArray[np.int64]) -> float:
@@ -172,9 +191,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1000,100000")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--uploads", type=int, default=20)
-    parser.add_argument("--ef", type=int, default=Settings().hnsw_ef_search, help="IMGSIM_HNSW_EF_SEARCH")
+    parser.add_argument(
+        "--ef",
+        default=f"32,{Settings().hnsw_ef_search}",
+        help="IMGSIM_HNSW_EF_SEARCH values for Milvus, comma-separated",
+    )
     parser.add_argument("--json", type=Path, default=Path("milvus_api.json"))
     args = parser.parse_args(argv)
+    efs = [int(e) for e in args.ef.split(",")]
     postgres = os.environ.get("IMGSIM_TEST_POSTGRES_URL", "")
     if not postgres:
         parser.error("set IMGSIM_TEST_POSTGRES_URL to a PostgreSQL role that may create databases")
@@ -197,41 +221,54 @@ def main(argv: Sequence[str] | None = None) -> int:
             with admin.connect() as conn:
                 conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
             database = make_url(postgres).set(database=name).render_as_string(hide_password=False)
-            targets = {
-                "postgresql + milvus server (hnsw)": {
-                    "IMGSIM_DATABASE_URL": database,
-                    "IMGSIM_VECTOR_STORE": "milvus",
-                    "IMGSIM_MILVUS_URI": server.uri,
-                    "IMGSIM_MILVUS_COLLECTION": name,
-                },
-                "sqlite + faiss (hnsw)": {"IMGSIM_INDEX_KIND": "hnsw"},
+            milvus_env = {
+                "IMGSIM_DATABASE_URL": database,
+                "IMGSIM_VECTOR_STORE": "milvus",
+                "IMGSIM_MILVUS_URI": server.uri,
+                "IMGSIM_MILVUS_COLLECTION": name,
             }
-            for target, env in targets.items():
-                data_dir = work / f"{name}-{len(env)}"
-                settings = Settings(data_dir=data_dir, **{k.removeprefix("IMGSIM_").lower(): v for k, v in env.items()})
-                filled = fill(settings, embedder, vectors, labels)
-                indexed = wait_indexed(server.uri, name) if "IMGSIM_MILVUS_URI" in env else 0.0
+            stores = {"milvus": milvus_env, "faiss": {"IMGSIM_INDEX_KIND": "hnsw"}}
+            filled, indexed, data_dirs = {}, {}, {}
+            for store_name, env in stores.items():
+                data_dirs[store_name] = work / f"{name}-{store_name}"
+                settings = Settings(
+                    data_dir=data_dirs[store_name], **{k.removeprefix("IMGSIM_").lower(): v for k, v in env.items()}
+                )
+                filled[store_name] = fill(settings, embedder, vectors, labels)
+                indexed[store_name] = wait_indexed(server.uri, name) if store_name == "milvus" else 0.0
                 with ImageIndex(settings, embedder) as index:
                     id_of = index.store.ids()
-                refs = [int(id_of[r]) for r in refs_rows]
-                env = {**env, "IMGSIM_HNSW_EF_SEARCH": str(args.ef), "IMGSIM_REQUEST_TIMEOUT_S": "0"}
-                with running_server(data_dir, work / f"{target[:6]}-{n}.log", **env) as url:
-                    got = measure(url, refs, uploads)
+            refs = [int(id_of[r]) for r in refs_rows]
+            # Several API processes may share one collection (as replicas do): one per search breadth.
+            targets = {f"postgresql + milvus server (hnsw, ef {ef})": ("milvus", ef) for ef in efs}
+            targets[f"sqlite + faiss (hnsw, ef {efs[-1]})"] = ("faiss", efs[-1])
+            with contextlib.ExitStack() as running:
+                urls = {}
+                for target, (store_name, ef) in targets.items():
+                    env = {**stores[store_name], "IMGSIM_HNSW_EF_SEARCH": str(ef), "IMGSIM_REQUEST_TIMEOUT_S": "0"}
+                    data_dir = data_dirs[store_name]
+                    if store_name == "milvus" and ef != efs[0]:  # another replica: its own data directory
+                        data_dir = work / f"{name}-milvus-ef{ef}"
+                    log = work / f"{store_name}-{ef}-{n}.log"
+                    urls[target] = running.enter_context(running_server(data_dir, log, **env))
+                got = measure(urls, refs, uploads)
+            for target, (store_name, ef) in targets.items():
                 row = {
                     "target": target,
                     "vectors": n,
-                    "fill_s": round(filled, 1),
-                    "index_wait_s": round(indexed, 1),
-                    "get_p50_ms": p(got["get_ms"], 50),
-                    "get_p95_ms": p(got["get_ms"], 95),
-                    "post_p50_ms": p(got["post_ms"], 50),
-                    "post_p95_ms": p(got["post_ms"], 95),
-                    "recall_at_10": round(recall(got["answers"], refs, vectors, id_of), 3),
-                    "ef_search": args.ef,
+                    "fill_s": round(filled[store_name], 1),
+                    "index_wait_s": round(indexed[store_name], 1),
+                    "get_p50_ms": p(got[target]["get_ms"], 50),
+                    "get_p95_ms": p(got[target]["get_ms"], 95),
+                    "post_p50_ms": p(got[target]["post_ms"], 50),
+                    "post_p95_ms": p(got[target]["post_ms"], 95),
+                    "recall_at_10": round(recall(got[target]["answers"], refs, vectors, id_of), 3),
+                    "ef_search": ef,
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-                shutil.rmtree(data_dir, ignore_errors=True)
+            for folder in data_dirs.values():
+                shutil.rmtree(folder, ignore_errors=True)
             with admin.connect() as conn:
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
@@ -246,13 +283,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         [[r[h] for h in header] for r in rows],
     )
     for n in sorted({r["vectors"] for r in rows}):
-        pair = {r["target"]: r for r in rows if r["vectors"] == n}
-        if len(pair) == 2:
-            m, f = pair["postgresql + milvus server (hnsw)"], pair["sqlite + faiss (hnsw)"]
-            print(
-                f"  {n}: GET milvus/faiss p50 ratio {m['get_p50_ms'] / f['get_p50_ms']:.2f}, "
-                f"POST {m['post_p50_ms'] / f['post_p50_ms']:.2f}"
-            )
+        at = [r for r in rows if r["vectors"] == n]
+        faiss = next(r for r in at if r["target"].startswith("sqlite"))
+        for r in at:
+            if r is not faiss:
+                print(
+                    f"  {n}: {r['target']} / faiss p50: GET {r['get_p50_ms'] / faiss['get_p50_ms']:.2f}, "
+                    f"POST {r['post_p50_ms'] / faiss['post_p50_ms']:.2f}"
+                )
     args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
     print(f"wrote {args.json}")
     return 0
