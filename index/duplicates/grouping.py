@@ -12,11 +12,10 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from index.duplicates.candidates import Pairs
+from index.duplicates.candidates import Pairs, StoredVectors
 from index.duplicates.space import DuplicateSpace
 from index.duplicates.verification import Evidence
 from index.storage.store import ImageInfo
-from index.vectors.faiss_index import VectorIndex
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ Linked = Callable[[int, Sequence[int], NDArray[np.float32]], Sequence[bool]]
 
 def group_pairs(
     pairs: Pairs,
-    vectors: VectorIndex,
+    vectors: StoredVectors,
     space: DuplicateSpace,
     threshold: float,
     order: Callable[[Sequence[int]], dict[int, Any]],
