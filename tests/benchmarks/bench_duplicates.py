@@ -167,9 +167,10 @@ class PeakRss:
     def _rss(self, pid: int) -> int:
         """A root's memory with its children's, less any other root's tree (a server started from this process)."""
         try:
-            others = {p for r in self.roots.values() if r != pid for p in self._tree(r)}
+            trees = {r: self._tree(r) for r in self.roots.values()}
+            others = {p for r, tree in trees.items() if r != pid and pid not in tree for p in tree}
             total = 0
-            for child in self._tree(pid) - others:
+            for child in trees[pid] - others:
                 with contextlib.suppress(psutil.Error):  # ended meanwhile
                     total += psutil.Process(child).memory_info().rss
             return total
