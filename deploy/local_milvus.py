@@ -53,6 +53,11 @@ class LocalMilvus:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        """The launcher's process id while the server runs (it and the server binary are its children or it)."""
+        return None if self._server is None else self._server.pid
+
+    @property
     def log(self) -> Path:
         return self.data_dir / "launcher.log"
 

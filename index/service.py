@@ -16,12 +16,14 @@ import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
 
 from index.config import Settings
 from index.duplicates import DuplicateFinder, DuplicateReport, DuplicateSpace
+from index.duplicates.candidates import StoredVectors
 from index.duplicates.decisions import Decision, describe
 from index.duplicates.verifier import PairVerifier, StoredVerdicts
 from index.errors import ImageInTrash, InvalidArgument, ModelMismatch, StorageError, UnknownReference
@@ -132,11 +134,9 @@ class ImageIndex:
                 budget=self.decode_budget,
             )
             self.searcher = Searcher(self.store, self.vectors, self.ingestor.embed, space, self.verifier)
-            self._space = space
-            vectors = self.vectors
-            self._duplicates = (
-                DuplicateFinder(self.store, vectors, space, self.verifier) if isinstance(vectors, VectorIndex) else None
-            )
+            # The vector store is FAISS (searched in-process) or Milvus (asked itself, `ServerVectors`).
+            vectors = cast(StoredVectors, self.vectors)
+            self._duplicates = DuplicateFinder(self.store, vectors, space, self.verifier)
         except BaseException:
             self.store.close()
             self._release_lock()
@@ -144,16 +144,9 @@ class ImageIndex:
 
     @property
     def duplicates(self) -> DuplicateFinder:
-        """The duplicate finder over the vector index.
-
-        A vector server (Milvus) offers no all-pairs range search: there, each call works on an exact FAISS
-        copy of the stored vectors read from the database (memory and time grow with the library; see
-        docs/near-duplicates.md).
-        """
-        if self._duplicates is not None:
-            return self._duplicates
-        meta = IndexMeta(model=self.model_version, dim=self.dim, kind="flat")
-        return DuplicateFinder(self.store, build_vectors(self.store, meta, self.settings), self._space, self.verifier)
+        """The duplicate finder over the vector store: FAISS's own search, or a Milvus server's (no copy of the
+        stored vectors; see docs/near-duplicates.md)."""
+        return self._duplicates
 
     def _release_lock(self) -> None:
         if self._owns_lock:

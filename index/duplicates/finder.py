@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import func, select
 
-from index.duplicates.candidates import Pairs, find_pairs
+from index.duplicates.candidates import Pairs, StoredVectors, find_pairs
 from index.duplicates.decisions import load_decisions
 from index.duplicates.grouping import DuplicateGroup, DuplicateMember, exif_richness, group_pairs, keep_order
 from index.duplicates.space import Criterion, DuplicateSpace
@@ -28,7 +28,6 @@ from index.duplicates.verification import Evidence
 from index.duplicates.verifier import PairVerifier, identical_bytes
 from index.storage.schema import ImageRow, NameRow
 from index.storage.store import LIVE, ImageInfo, ImageStore
-from index.vectors.faiss_index import VectorIndex
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ class DuplicateFinder:
     """Groups of near-duplicates among the stored images; the last answer is kept until the index changes."""
 
     def __init__(
-        self, store: ImageStore, vectors: VectorIndex, space: DuplicateSpace, verifier: PairVerifier | None = None
+        self, store: ImageStore, vectors: StoredVectors, space: DuplicateSpace, verifier: PairVerifier | None = None
     ) -> None:
         self.store = store
         self.vectors = vectors

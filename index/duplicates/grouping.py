@@ -12,11 +12,10 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from index.duplicates.candidates import Pairs
+from index.duplicates.candidates import Pairs, StoredVectors
 from index.duplicates.space import DuplicateSpace
 from index.duplicates.verification import Evidence
 from index.storage.store import ImageInfo
-from index.vectors.faiss_index import VectorIndex
 
 
 @dataclass(frozen=True)
@@ -123,9 +122,24 @@ def components(a: NDArray[np.int64], b: NDArray[np.int64]) -> list[list[int]]:
 Linked = Callable[[int, Sequence[int], NDArray[np.float32]], Sequence[bool]]
 
 
+# Stored vectors read at once for grouping (about 37 MB at 2280 dimensions): whole components, at least one.
+GROUP_VECTORS = 4096
+
+
+def _batch_from(comps: Sequence[Sequence[int]], start: int) -> list[Sequence[int]]:
+    """Components from `start` on, up to `GROUP_VECTORS` ids (at least the first)."""
+    batch, size = [comps[start]], len(comps[start])
+    for comp in comps[start + 1 :]:
+        if size + len(comp) > GROUP_VECTORS:
+            break
+        batch.append(comp)
+        size += len(comp)
+    return batch
+
+
 def group_pairs(
     pairs: Pairs,
-    vectors: VectorIndex,
+    vectors: StoredVectors,
     space: DuplicateSpace,
     threshold: float,
     order: Callable[[Sequence[int]], dict[int, Any]],
@@ -146,11 +160,15 @@ def group_pairs(
     comps = components(a, b)
     keys = order([i for comp in comps for i in comp])
     out = []
-    for comp in comps:
+    stored: dict[int, NDArray[np.float32]] = {}
+    for n, comp in enumerate(comps):
+        if not stored.keys() & comp:  # a vector server answers per request: components read together
+            batch = [i for c in _batch_from(comps, n) for i in c if i in keys]
+            stored = dict(zip(batch, vectors.vectors_of(np.array(batch, np.int64)), strict=True)) if batch else {}
         rest = sorted((i for i in comp if i in keys), key=lambda i: keys[i])
         while len(rest) > 1:
             keep = rest[0]
-            vecs = vectors.vectors_of(np.array(rest, np.int64))
+            vecs = np.stack([stored[i] for i in rest])
             sims = space.similarity(np.repeat(vecs[:1], len(rest), axis=0), vecs)
             sims[0] = 1.0
             if not guarded:

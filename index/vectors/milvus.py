@@ -16,7 +16,7 @@ import importlib.util
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -325,6 +325,90 @@ class MilvusVectorStore:
 
     def close(self) -> None:
         self.client.close()
+
+    # --- duplicates ---------------------------------------------------------------------------------------
+    # What `index.duplicates.candidates.server_pairs` asks of the collection: stored vectors a batch at a time
+    # (never all of them at once) and the server's own search within a radius.
+
+    # Stored vectors per `get` (about 2.3 MB at 2280 dimensions): one reply stays far below gRPC's message limit.
+    vectors_per_get = 256
+
+    @property
+    def uses_range_search(self) -> bool:
+        """Whether `within` is a range search: a Milvus server of 2.3 or later (`MilvusFeatures`); milvus-lite
+        and older servers get the k nearest."""
+        return self.features.range_search
+
+    def vectors_of(self, ids: NDArray[np.int64]) -> NDArray[np.float32]:
+        """The stored vectors of `ids`, in that order.
+
+        Raises:
+            KeyError: an id is not in the collection.
+        """
+        wanted = np.asarray(ids, np.int64)
+        found, vectors = self._get(wanted)
+        if len(found) != len(np.unique(wanted)):
+            missing = np.setdiff1d(wanted, found)
+            raise KeyError(f"not in the collection: {missing[:5].tolist()}")
+        order = np.argsort(found)
+        return vectors[order[np.searchsorted(found[order], wanted)]]
+
+    def stored_batches(
+        self, size: int, among: NDArray[np.int64] | None = None
+    ) -> Iterator[tuple[NDArray[np.int64], NDArray[np.float32]]]:
+        """(ids, vectors) of every stored image (or of those of `among` that are stored), `size` at a time."""
+        ids = self.ids() if among is None else np.unique(np.asarray(among, np.int64))
+        for start in range(0, len(ids), size):
+            found, vectors = self._get(ids[start : start + size])
+            if len(found):
+                yield found, vectors
+
+    def within(
+        self, queries: NDArray[np.float32], radius: float, k: int, allowed: NDArray[np.int64] | None = None
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Per query, up to `k` stored vectors whose inner product with it is at least `radius`, best first (a
+        range search where the server has one, else the `k` nearest: the caller drops those below), as
+        `search` pads them. `allowed` keeps those ids (meant for small sets)."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.meta.dim)
+        k = max(1, min(k, 16384))  # Milvus's topk limit
+        inner: dict[str, Any] = {}
+        if self.meta.kind == "hnsw":
+            inner["ef"] = max(self.ef_search, k)
+        elif self.meta.kind.startswith("ivf"):
+            inner["nprobe"] = self.nprobe
+        if self.uses_range_search:
+            # Milvus keeps radius < distance <= range_filter for IP: a hair below, so that `radius` itself is in.
+            inner |= {"radius": float(radius) - 1e-6, "range_filter": 2.0}
+        results = self.client.search(
+            self.collection,
+            data=list(queries),
+            filter="" if allowed is None else f"{_ID} in {[int(i) for i in allowed]}",
+            limit=k,
+            search_params={"metric_type": "IP", "params": inner},
+            consistency_level=self._consistency(),
+        )
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        out_ids = np.full((len(queries), k), -1, dtype=np.int64)
+        for row, hits in enumerate(results):
+            for col, hit in enumerate(hits[:k]):
+                out_ids[row, col] = int(hit["id"])
+                scores[row, col] = float(hit["distance"])
+        return scores, out_ids
+
+    def _get(self, ids: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """(ids, vectors) of those of `ids` that are stored, in no particular order."""
+        found: list[int] = []
+        vectors: list[Any] = []
+        for start in range(0, len(ids), self.vectors_per_get):
+            chunk = [int(i) for i in ids[start : start + self.vectors_per_get]]
+            rows = self.client.get(
+                self.collection, ids=chunk, output_fields=[_ID, _VECTOR], consistency_level=self._consistency()
+            )
+            found.extend(int(r[_ID]) for r in rows)
+            vectors.extend(r[_VECTOR] for r in rows)
+        if not found:
+            return np.empty(0, np.int64), np.empty((0, self.meta.dim), np.float32)
+        return np.array(found, np.int64), np.asarray(vectors, dtype=np.float32).reshape(-1, self.meta.dim)
 
 
 def _classes_of(store: ImageStore, ids: list[int]) -> dict[int, list[int]]:
