@@ -1,5 +1,6 @@
-"""The Milvus vector store, on milvus-lite and on a real Milvus server: the same answers as FAISS, labels filtered inside Milvus,
-deletes, repair on open, rebuilds, and clear errors for a collection or server that cannot be used."""
+"""The Milvus vector store, on milvus-lite and on a real Milvus server: the same answers as FAISS, labels
+filtered inside Milvus, deletes, repair on open, rebuilds, and clear errors for a collection or server that
+cannot be used."""
 
 from __future__ import annotations
 
