@@ -1,8 +1,13 @@
 """Past one machine, measured: Ray batch ingest with 1 and 2 model workers, and search latency, memory and
-disk per vector for FAISS (flat, HNSW) and Milvus (milvus-lite, flat). Prints tables, writes JSON. Not a test.
+disk per vector for FAISS (flat, HNSW) and Milvus (milvus-lite, flat); and a real Milvus 2.3 standalone server
+(`milvus-server`: insert rate, index build time, search latency and recall@10 against exact search, server
+memory and disk, on clustered vectors made from real photo embeddings; see `ClusteredVectors`). Prints
+tables, writes JSON. Not a test.
 
   .venv/bin/python -m tests.benchmarks.scale --images 300 --sizes 20000,100000
   .venv/bin/python -m tests.benchmarks.scale --only search --sizes 1000000 --faiss_kinds hnsw --queries 20
+  .venv/bin/python -m tests.benchmarks.scale --only milvus-server --sizes 100000 --milvus_kinds HNSW,IVF_SQ8
+  .venv/bin/python -m tests.benchmarks.scale --only milvus-server --sizes 1000000 --milvus_kinds IVF_SQ8
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -25,6 +31,8 @@ from numpy.typing import NDArray
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT.parent / "shared" / "datasets" / "imagenet-sample"
+MULTIVIEW = ROOT.parent / "shared" / "datasets" / "multiview"
+EMBEDDINGS = Path(tempfile.gettempdir()) / "imgsim-scale-embeddings"  # cached, so reruns skip the model
 DIM = 2280  # the default embedding's width
 
 
@@ -119,6 +127,30 @@ def _latencies(search: Any, queries: np.ndarray) -> tuple[float, float]:
 CHUNK = 10_000
 
 
+def photo_embeddings(folder: Path) -> NDArray[np.float32]:
+    """The default embedder's vectors of every photo in `folder`, in name order, cached in EMBEDDINGS."""
+    from index.config import Settings
+    from index.model.embedder import Embedder
+    from index.model.imaging import decode_for_model
+
+    photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpeg", ".jpg"))
+    embedder = Embedder(Settings(data_dir=EMBEDDINGS / "unused"))
+    cache = EMBEDDINGS / f"{folder.name}-{len(photos)}-{embedder.version.replace(':', '-')}.npy"
+    if cache.exists():
+        return np.load(cache)
+    embedder.load()
+    out = []
+    for start in range(0, len(photos), 32):
+        crops = [
+            decode_for_model(p.read_bytes(), embedder.preprocessing, 10**9).crop for p in photos[start : start + 32]
+        ]
+        out.append(embedder.forward(np.stack(crops)).embeddings)
+    vectors = np.concatenate(out).astype(np.float32)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, vectors)
+    return vectors
+
+
 def vector_chunks(n: int, seed: int = 0) -> Iterator[tuple[NDArray[np.int64], NDArray[np.float32]]]:
     """n random unit vectors with ids 1..n, CHUNK at a time, the same on every call (a million 2280-d vectors
     are 9 GB: each backend gets its own pass, so only the backend under test holds them)."""
@@ -192,6 +224,232 @@ def bench_search(
     return results
 
 
+class ClusteredVectors:
+    """Unit vectors clustered like real embeddings, made CHUNK at a time and the same on every pass.
+
+    The cluster centres are real embeddings (the default model) of the 1,000 ImageNet sample photos and of the
+    first view of each of the 125 multiview objects. Each vector is a centre plus noise, normalised: the noise
+    is 0.8 parts a Gaussian with the real embeddings' covariance (their top 256 principal directions, so it
+    moves along the directions real photos differ in) and 0.6 parts isotropic, scaled per vector by a spread
+    drawn from 0.3 to 0.8, which puts a vector at cosine 0.8 to 0.96 from its centre (two views of one real
+    object are at 0.8 on average). The queries are real embeddings of held-out photos: the other three views
+    of each multiview object, whose first view is a centre.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        multiview = photo_embeddings(MULTIVIEW).reshape(-1, 4, DIM)  # ukbench: 4 photos per object
+        self.centres = np.concatenate([photo_embeddings(SAMPLE), multiview[:, 0]])
+        self.held_out = multiview[:, 1:].reshape(-1, DIM)
+        centred = self.centres - self.centres.mean(axis=0)
+        _, singular, directions = np.linalg.svd(centred, full_matrices=False)
+        scale = singular[:256] / np.sqrt(len(centred) - 1)
+        # rows: principal directions scaled by their standard deviation, for unit expected norm in all
+        self.basis = (directions[:256] * (scale / np.sqrt((scale**2).sum()))[:, None]).astype(np.float32)
+        self.seed = seed
+
+    def queries(self, n: int) -> NDArray[np.float32]:
+        picked = np.linspace(0, len(self.held_out) - 1, min(n, len(self.held_out))).astype(int)
+        return np.ascontiguousarray(self.held_out[picked])
+
+    def chunks(self, n: int) -> Iterator[tuple[NDArray[np.int64], NDArray[np.float32]]]:
+        for start in range(0, n, CHUNK):
+            rng = np.random.default_rng([self.seed, start])
+            size = min(CHUNK, n - start)
+            centre = self.centres[rng.integers(len(self.centres), size=size)]
+            along = rng.standard_normal((size, len(self.basis)), dtype=np.float32) @ self.basis
+            across = rng.standard_normal((size, DIM), dtype=np.float32) / np.sqrt(DIM)
+            spread = rng.uniform(0.3, 0.8, size=(size, 1)).astype(np.float32)
+            vectors = centre + spread * (0.8 * along + 0.6 * across)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            yield np.arange(start + 1, start + 1 + size, dtype=np.int64), vectors
+
+
+class ExactTopK:
+    """The exact top k inner products of each query, kept while the vectors stream past."""
+
+    def __init__(self, queries: NDArray[np.float32], k: int = 10) -> None:
+        self.queries, self.k = queries, k
+        self.scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+        self.ids = np.zeros((len(queries), 0), dtype=np.int64)
+
+    def add(self, ids: NDArray[np.int64], vectors: NDArray[np.float32]) -> None:
+        scores = np.concatenate([self.scores, self.queries @ vectors.T], axis=1)
+        every = np.concatenate([self.ids, np.broadcast_to(ids, (len(self.queries), len(ids)))], axis=1)
+        best = np.argpartition(-scores, self.k - 1, axis=1)[:, : self.k]
+        self.scores = np.take_along_axis(scores, best, axis=1)
+        self.ids = np.take_along_axis(every, best, axis=1)
+
+    def recall(self, found: list[list[int]]) -> float:
+        """Mean share of each query's exact top k that `found` holds."""
+        return float(np.mean([len(set(f) & set(t)) / self.k for f, t in zip(found, self.ids.tolist(), strict=True)]))
+
+
+def server_rss(pid: int | None) -> int:
+    """Resident memory of a process and all its descendants."""
+    if pid is None:
+        return 0
+    root = psutil.Process(pid)
+    total = 0
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += proc.memory_info().rss
+    return total
+
+
+def milvus_index_specs(
+    kinds: Sequence[str], args: argparse.Namespace
+) -> list[tuple[str, dict[str, Any], list[dict[str, Any]]]]:
+    """(index type, build params, the search params to try) for each kind asked for."""
+    specs = []
+    for kind in kinds:
+        kind = kind.upper()
+        if kind == "HNSW":
+            build = {"M": args.hnsw_m, "efConstruction": args.ef_construction}
+            searches = [{"ef": ef} for ef in args.ef]
+        elif kind in ("IVF_FLAT", "IVF_SQ8"):
+            build = {"nlist": args.nlist}
+            searches = [{"nprobe": p} for p in args.nprobe]
+        elif kind == "FLAT":
+            build, searches = {}, [{}]
+        else:
+            raise SystemExit(f"unknown Milvus index kind {kind}")
+        specs.append((kind, build, searches))
+    return specs
+
+
+INSERT_BATCH = 2_000  # 18 MB a call, under the server's gRPC message limit
+
+
+def bench_milvus_server(
+    sizes: Sequence[int], queries: int, work: Path, specs: list[tuple[str, dict[str, Any], list[dict[str, Any]]]]
+) -> list[dict[str, Any]]:
+    """A real Milvus 2.3 standalone server (deploy/local_milvus.py) through pymilvus's MilvusClient, no imgsim
+    code in between: insert rate, index build time, load, search latency and recall@10 against exact search,
+    resident memory of the server's process tree and its data directory's size.
+
+    The vectors are inserted once per size; each index kind is then built on them in turn (drop the last one,
+    create, wait until every row is indexed), loaded, and searched one query at a time with each search
+    parameter. Build time counts from `create_index` after a flush to the last row indexed.
+    """
+    from pymilvus import DataType, MilvusClient
+
+    sys.path.insert(0, str(ROOT / "deploy"))
+    from local_milvus import LocalMilvus
+
+    data = ClusteredVectors()
+    qs = data.queries(queries)
+    results = []
+    for n in sizes:
+        data_dir = work / f"milvus-server-{n}"
+        with LocalMilvus(data_dir) as server:
+            client = MilvusClient(server.uri, timeout=600)
+            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("id", DataType.INT64, is_primary=True)
+            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
+            client.create_collection("bench", schema=schema)
+            idle_rss = server_rss(server.pid)
+            exact = ExactTopK(qs)
+            inserting = 0.0
+            for ids, vectors in data.chunks(n):
+                exact.add(ids, vectors)
+                t = time.perf_counter()
+                for i in range(0, len(ids), INSERT_BATCH):
+                    client.insert(
+                        "bench",
+                        [
+                            {"id": int(j), "vector": v}
+                            for j, v in zip(ids[i : i + INSERT_BATCH], vectors[i : i + INSERT_BATCH], strict=True)
+                        ],
+                    )
+                inserting += time.perf_counter() - t
+                if ids[-1] % 100_000 == 0:
+                    print(
+                        f"  milvus-server: {ids[-1]} vectors in {inserting:.0f} s ({ids[-1] / inserting:.0f}/s)",
+                        flush=True,
+                    )
+            t = time.perf_counter()
+            client.flush("bench")
+            flushing = time.perf_counter() - t
+            insert_rss = server_rss(server.pid)
+            print(f"  milvus-server: flush {flushing:.0f} s, server RSS {insert_rss / 2**30:.1f} GB", flush=True)
+            for kind, build, searches in specs:
+                params = client.prepare_index_params()
+                params.add_index("vector", index_type=kind, metric_type="IP", params=build, index_name="vector")
+                t = time.perf_counter()
+                client.create_index("bench", params, timeout=4 * 3600)  # waits for the build
+                built = _wait_for_index(client, n, t)
+                t = time.perf_counter()
+                client.load_collection("bench")
+                loading = time.perf_counter() - t
+                loaded_rss = server_rss(server.pid)
+                # data/ only (not the server's own binaries); the WAL (rocksmq) is kept for a while after a flush
+                stored = {
+                    part: tree_bytes(data_dir / "data" / part) for part in ("insert_log", "index_files", "rocksmq")
+                }
+                disk = tree_bytes(data_dir / "data")
+                for search in searches:
+                    row = _search_row(client, qs, exact, search)
+                    row.update(
+                        backend=f"milvus-server {kind}",
+                        vectors=n,
+                        build_params=build,
+                        insert_per_s=round(n / inserting),
+                        flush_s=round(flushing, 1),
+                        build_s=round(built, 1),
+                        load_s=round(loading, 1),
+                        idle_rss_gb=round(idle_rss / 2**30, 2),
+                        rss_after_insert_gb=round(insert_rss / 2**30, 2),
+                        rss_loaded_gb=round(loaded_rss / 2**30, 2),
+                        disk_gb=round(disk / 2**30, 2),
+                        disk_parts_gb={part: round(b / 2**30, 2) for part, b in stored.items()},
+                        load_avg=round(os.getloadavg()[0], 1),
+                    )
+                    results.append(row)
+                    print(json.dumps(row), flush=True)
+                client.release_collection("bench")
+                client.drop_index("bench", "vector")
+            client.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return results
+
+
+def _wait_for_index(client: Any, n: int, started: float) -> float:
+    """Seconds from `started` until the index covers all n rows (polling describe_index)."""
+    last = -1
+    while True:
+        info = client.describe_index("bench", "vector")
+        indexed = int(info.get("indexed_rows", 0))
+        if info.get("state") == "Failed":
+            raise RuntimeError(f"index build failed: {info}")
+        if indexed >= n and int(info.get("pending_index_rows", 0)) == 0:
+            return time.perf_counter() - started
+        if indexed != last:
+            print(f"  index: {indexed}/{n} rows after {time.perf_counter() - started:.0f} s", flush=True)
+            last = indexed
+        time.sleep(2)
+
+
+def _search_row(client: Any, qs: NDArray[np.float32], exact: ExactTopK, search: dict[str, Any]) -> dict[str, Any]:
+    def one(q: NDArray[np.float32]) -> list[int]:
+        hits = client.search("bench", data=[q], limit=10, search_params={"metric_type": "IP", "params": search})
+        return [int(h["id"]) for h in hits[0]]
+
+    for q in qs[:5]:  # warm up
+        one(q)
+    times, found = [], []
+    for q in qs:
+        t = time.perf_counter()
+        found.append(one(q))
+        times.append(time.perf_counter() - t)
+    return {
+        "search_params": search,
+        "p50_ms": round(float(np.percentile(times, 50)) * 1e3, 1),
+        "p95_ms": round(float(np.percentile(times, 95)) * 1e3, 1),
+        "recall_at_10": round(exact.recall(found), 3),
+        "queries": len(qs),
+    }
+
+
 def _rss_with_children() -> int:
     me = psutil.Process()
     return int(me.memory_info().rss + sum(c.memory_info().rss for c in me.children(recursive=True)))
@@ -210,6 +468,10 @@ def _row(backend: str, n: int, build: float, p50: float, p95: float, mem: int, d
     }
 
 
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=300, help="ImageNet sample photos for the ingest part")
@@ -218,9 +480,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--queries", type=int, default=100)
     p.add_argument("--faiss_kinds", default="flat,hnsw", help="FAISS index kinds to compare with Milvus ('' for none)")
     p.add_argument("--no_milvus", action="store_true", help="FAISS only")
-    p.add_argument("--only", default="ingest,search")
+    p.add_argument("--only", default="ingest,search", help="parts to run: ingest, search, milvus-server")
+    p.add_argument(
+        "--milvus_kinds", default="HNSW,IVF_SQ8", help="milvus-server: index kinds (HNSW, IVF_FLAT, IVF_SQ8, FLAT)"
+    )
+    p.add_argument("--hnsw_m", type=int, default=None, help="milvus-server HNSW M (default: the hnsw_m setting)")
+    p.add_argument(
+        "--ef_construction", type=int, default=None, help="milvus-server HNSW efConstruction (default: the service's)"
+    )
+    p.add_argument("--ef", type=_ints, default=[32, 64, 128], help="milvus-server HNSW search ef values to try")
+    p.add_argument("--nlist", type=int, default=1024, help="milvus-server IVF lists")
+    p.add_argument("--nprobe", type=_ints, default=[8, 16, 32], help="milvus-server IVF search nprobe values to try")
     p.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = p.parse_args(argv)
+    if args.hnsw_m is None or args.ef_construction is None:
+        from index.config import Settings
+        from index.vectors.faiss_index import EF_CONSTRUCTION
+
+        args.hnsw_m = args.hnsw_m or Settings().hnsw_m
+        args.ef_construction = args.ef_construction or EF_CONSTRUCTION
     results: dict[str, Any] = {"machine": machine()}
     print(json.dumps(results["machine"]))
     with tempfile.TemporaryDirectory(prefix="imgsim-scale-") as tmp:
@@ -238,6 +516,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = bench_search(sizes, args.queries, work, kinds, milvus=not args.no_milvus)
             results["search"] = rows
             print_table(f"Search, k=10, dim {DIM}", list(rows[0]), [list(r.values()) for r in rows])
+        if "milvus-server" in args.only:
+            sizes = [int(s) for s in args.sizes.split(",")]
+            specs = milvus_index_specs(args.milvus_kinds.split(","), args)
+            rows = bench_milvus_server(sizes, args.queries, work, specs)
+            results["milvus_server"] = rows
+            header = [
+                "backend",
+                "vectors",
+                "build_params",
+                "insert_per_s",
+                "build_s",
+                "search_params",
+                "p50_ms",
+                "p95_ms",
+                "recall_at_10",
+                "rss_loaded_gb",
+                "disk_gb",
+            ]
+            print_table(f"Milvus server, k=10, dim {DIM}", header, [[r[h] for h in header] for r in rows])
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"scale-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))
