@@ -12,11 +12,12 @@ upsert or delete by id, and nothing is cached in the process.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -46,6 +47,26 @@ _BATCH = 2000
 def _milvus_error(uri: str, exc: Exception) -> BackendUnavailable:
     message = str(getattr(exc, "message", "") or exc).strip().splitlines()
     return BackendUnavailable(f"cannot use Milvus at {uri!r}: {message[0] if message else type(exc).__name__}")
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _unavailable_on_error(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A store method whose Milvus call fails (the server stopped, restarting or unreachable) raises
+    BackendUnavailable (a 503 in the API), not pymilvus's or gRPC's own exception (a 500)."""
+    import grpc
+    from pymilvus.exceptions import MilvusException
+
+    @functools.wraps(method)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except (MilvusException, grpc.RpcError) as exc:
+            raise _milvus_error(getattr(args[0], "uri", "?"), exc) from exc
+
+    return call
 
 
 class MilvusVectorStore:
@@ -156,10 +177,12 @@ class MilvusVectorStore:
 
     # --- the VectorStore interface ------------------------------------------------------------------------
 
+    @_unavailable_on_error
     def __len__(self) -> int:
         rows = self.client.query(self.collection, filter="", output_fields=["count(*)"], consistency_level=CONSISTENCY)
         return int(rows[0]["count(*)"]) if rows else 0
 
+    @_unavailable_on_error
     def ids(self) -> NDArray[np.int64]:
         """Every id in the collection, sorted."""
         out: list[int] = []
@@ -173,6 +196,7 @@ class MilvusVectorStore:
             iterator.close()
         return np.sort(np.array(out, dtype=np.int64))
 
+    @_unavailable_on_error
     def add(self, ids: NDArray[np.int64], vectors: NDArray[np.float32]) -> None:
         """Upsert `ids` with their vectors and the classes the metadata database holds for them."""
         if len(ids) == 0:
@@ -186,12 +210,14 @@ class MilvusVectorStore:
             ]
             self.client.upsert(self.collection, rows)
 
+    @_unavailable_on_error
     def remove(self, ids: NDArray[np.int64]) -> None:
         if len(ids) == 0:
             return
         for start in range(0, len(ids), _BATCH):
             self.client.delete(self.collection, ids=[int(i) for i in ids[start : start + _BATCH]])
 
+    @_unavailable_on_error
     def search(
         self,
         queries: NDArray[np.float32],
@@ -237,6 +263,7 @@ class MilvusVectorStore:
         """`search` among images whose top predictions include any of `classes`."""
         return self.search(queries, k, classes=classes)
 
+    @_unavailable_on_error
     def save(self, path: Path | None = None) -> None:
         """Make recent writes durable in sealed segments (Milvus persists them on its own anyway)."""
         self.client.flush(self.collection)
