@@ -6,9 +6,6 @@ consistency level weaker than Strong, where another replica's write shows after 
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,12 +18,12 @@ from typing import TypeVar
 import httpx
 import pytest
 
+from deploy.local import NGINX, nginx_command
 from tests import milvus_server as session_milvus
 from tests.app.server import free_port, running_server
-from tests.conftest import IMAGES_DIR, REPO_ROOT, encode_image, fresh_postgres_database, milvus_server_uri
+from tests.conftest import IMAGES_DIR, encode_image, fresh_postgres_database, milvus_server_uri
 
 T = TypeVar("T")
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 VISIBLE_S = 10.0
 SAMPLE = sorted(p for p in IMAGES_DIR.iterdir() if p.suffix in {".jpg", ".png"})
 
@@ -72,23 +69,10 @@ def milvus_server(folder: Path) -> tuple[list[str], int]:
 
 
 def nginx_server(folder: Path, replicas: list[str]) -> tuple[list[str], int]:
-    """nginx running deploy/nginx.conf, its upstream pointed at the replicas and its port at a free one."""
+    """nginx running deploy/nginx.conf, its upstream pointed at the replicas and its port at a free one (as
+    deploy/local.py runs it)."""
     port = free_port()
-    site = (REPO_ROOT / "deploy" / "nginx.conf").read_text()
-    for n, url in enumerate(replicas, start=1):
-        site, found = re.subn(rf"server imgsim-{n}:8080", f"server {url.removeprefix('http://')}", site)
-        assert found == 1, f"deploy/nginx.conf no longer names imgsim-{n}:8080"
-    site, found = re.subn(r"listen 80;", f"listen 127.0.0.1:{port};", site)
-    assert found == 1
-    (folder / "site.conf").write_text(site)
-    (folder / "nginx.conf").write_text(
-        # The compose file runs this site in nginx's image; here, a minimal main configuration around it.
-        ("user root;\n" if os.geteuid() == 0 else "")
-        + f"daemon off;\npid {folder / 'nginx.pid'};\nerror_log {folder / 'error.log'};\nevents {{}}\n"
-        + f"http {{\n  access_log off;\n  client_body_temp_path {folder / 'body'};\n"
-        + f"  proxy_temp_path {folder / 'proxy'};\n  include {folder / 'site.conf'};\n}}\n"
-    )
-    return [NGINX, "-p", str(folder), "-c", str(folder / "nginx.conf"), "-e", str(folder / "error.log")], port
+    return nginx_command(folder, replicas, port), port
 
 
 def search(url: str, ref: str, k: int = 5) -> list[tuple[int, float]]:
