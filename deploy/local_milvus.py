@@ -8,7 +8,7 @@ server, so `stop()` then `start()` restarts it behind the same port. Needs root 
 
     python deploy/local_milvus.py --data /tmp/milvus --port 19530     # serve until Ctrl+C
 
-Used by the tests (the `postgresql-milvus-server` configuration), the benchmarks and `deploy/local.sh`.
+Used by the tests (the `postgresql-milvus-server` configuration), the benchmarks and `deploy/local.py`.
 """
 
 from __future__ import annotations

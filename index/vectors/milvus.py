@@ -12,14 +12,15 @@ upsert or delete by id, and nothing is cached in the process.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -108,6 +109,26 @@ logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_PreItera
 def _milvus_error(uri: str, exc: Exception) -> BackendUnavailable:
     message = str(getattr(exc, "message", "") or exc).strip().splitlines()
     return BackendUnavailable(f"cannot use Milvus at {uri!r}: {message[0] if message else type(exc).__name__}")
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _unavailable_on_error(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A store method whose Milvus call fails (the server stopped, restarting or unreachable) raises
+    BackendUnavailable (a 503 in the API), not pymilvus's or gRPC's own exception (a 500)."""
+    import grpc
+    from pymilvus.exceptions import MilvusException
+
+    @functools.wraps(method)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except (MilvusException, grpc.RpcError) as exc:
+            raise _milvus_error(getattr(args[0], "uri", "?"), exc) from exc
+
+    return call
 
 
 class MilvusVectorStore:
@@ -227,6 +248,7 @@ class MilvusVectorStore:
     def _consistency(self) -> str:
         return STRONG if time.monotonic() - self._deleted_at < _STRONG_AFTER_DELETE_S else CONSISTENCY
 
+    @_unavailable_on_error
     def __len__(self) -> int:
         if not self.features.count:
             return len(self.ids())
@@ -235,6 +257,7 @@ class MilvusVectorStore:
         )
         return int(rows[0]["count(*)"]) if rows else 0
 
+    @_unavailable_on_error
     def ids(self, consistency: str | None = None) -> NDArray[np.int64]:
         """Every id in the collection, sorted."""
         out: list[int] = []
@@ -252,6 +275,7 @@ class MilvusVectorStore:
             iterator.close()
         return np.sort(np.array(out, dtype=np.int64))
 
+    @_unavailable_on_error
     def add(self, ids: NDArray[np.int64], vectors: NDArray[np.float32]) -> None:
         """Upsert `ids` with their vectors and the classes the metadata database holds for them."""
         if len(ids) == 0:
@@ -265,6 +289,7 @@ class MilvusVectorStore:
             ]
             self.client.upsert(self.collection, rows)
 
+    @_unavailable_on_error
     def remove(self, ids: NDArray[np.int64]) -> None:
         if len(ids) == 0:
             return
@@ -272,6 +297,7 @@ class MilvusVectorStore:
             self.client.delete(self.collection, ids=[int(i) for i in ids[start : start + _BATCH]])
         self._deleted_at = time.monotonic()
 
+    @_unavailable_on_error
     def search(
         self,
         queries: NDArray[np.float32],
@@ -318,6 +344,7 @@ class MilvusVectorStore:
         """`search` among images whose top predictions include any of `classes`."""
         return self.search(queries, k, classes=classes)
 
+    @_unavailable_on_error
     def save(self, path: Path | None = None) -> None:
         """Make recent writes durable in sealed segments (Milvus persists them on its own anyway)."""
         self.client.flush(self.collection)
@@ -363,6 +390,7 @@ class MilvusVectorStore:
             if len(found):
                 yield found, vectors
 
+    @_unavailable_on_error
     def within(
         self, queries: NDArray[np.float32], radius: float, k: int, allowed: NDArray[np.int64] | None = None
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
@@ -395,6 +423,7 @@ class MilvusVectorStore:
                 scores[row, col] = float(hit["distance"])
         return scores, out_ids
 
+    @_unavailable_on_error
     def _get(self, ids: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         """(ids, vectors) of those of `ids` that are stored, in no particular order."""
         found: list[int] = []
