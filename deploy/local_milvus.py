@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,7 +26,11 @@ import sys
 import time
 from pathlib import Path
 
-SERVER_PORT = 19530  # inside the namespace
+# The `milvus` package picks each port by trying to bind it, from 19530 up for the client (proxy) port: after a
+# restart, connections of the last run still in TIME_WAIT on 19530 move it to another. The relay forwards to the
+# port the running server was given, which start() writes to this file (beside the server's data).
+PORT_FILE = "proxy.port"
+_PROXY_PORT = re.compile(r"^proxy:\n(?:(?:[ #].*)?\n)*?  port: (\d+)", re.MULTILINE)
 _STARTED = "Started:"  # what the `milvus` package prints once the server answers its health check
 _LAUNCH = "import sys, milvus\nsys.argv = ['milvus-server', '--data', sys.argv[1]]\nmilvus.main()\n"
 
@@ -81,7 +86,7 @@ class LocalMilvus:
             raise RuntimeError("could not make a network namespace for Milvus (unshare needs root)")
         fd = self._listener.fileno()
         self._relay = subprocess.Popen(
-            [*self._enter("net"), sys.executable, __file__, "--relay-fd", str(fd)],
+            [*self._enter("net"), sys.executable, __file__, "--relay-fd", str(fd), "--data", str(self.data_dir)],
             pass_fds=[fd],
             start_new_session=True,
         )
@@ -92,6 +97,7 @@ class LocalMilvus:
             self._namespace()
         if self._server is not None:
             return self
+        (self.data_dir / PORT_FILE).unlink(missing_ok=True)  # the relay refuses connections until it is written
         with open(self.log, "w") as log:
             self._server = subprocess.Popen(
                 [*self._enter("net", "mount"), sys.executable, "-c", _LAUNCH, str(self.data_dir)],
@@ -106,6 +112,13 @@ class LocalMilvus:
                 self.stop()
                 raise RuntimeError(f"Milvus did not start (see {self.data_dir / 'logs'}):\n{tail}")
             time.sleep(0.2)
+        config = (self.data_dir / "configs" / "milvus.yaml").read_text()
+        port = _PROXY_PORT.search(config)
+        if port is None:
+            self.stop()
+            raise RuntimeError("no proxy port in the Milvus configuration it wrote")
+        (self.data_dir / f"{PORT_FILE}.new").write_text(port.group(1))
+        (self.data_dir / f"{PORT_FILE}.new").replace(self.data_dir / PORT_FILE)
         return self
 
     def stop(self, kill: bool = False) -> None:
@@ -119,7 +132,8 @@ class LocalMilvus:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(group, signal.SIGKILL if kill else signal.SIGTERM)
         self._server.wait()
-        deadline = time.monotonic() + 60
+        # With clients connected, the server's graceful stop can wait on them for minutes: 10 s, then SIGKILL.
+        deadline = time.monotonic() + 10
         while _group_alive(group):
             if time.monotonic() > deadline:
                 os.killpg(group, signal.SIGKILL)
@@ -172,13 +186,14 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
-async def _relay(fd: int) -> None:
+async def _relay(fd: int, data_dir: Path) -> None:
     """Forward every connection on the inherited (host) listening socket to the server in this namespace."""
 
     async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", SERVER_PORT)
-        except OSError:
+            port = int((data_dir / PORT_FILE).read_text())
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        except (OSError, ValueError):
             writer.close()  # the server is down (stopped or restarting): the client sees a refused call
             return
         await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
@@ -194,7 +209,7 @@ def main() -> None:
     parser.add_argument("--relay-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.relay_fd is not None:
-        asyncio.run(_relay(args.relay_fd))
+        asyncio.run(_relay(args.relay_fd, args.data))
         return
     if args.data is None:
         parser.error("--data is required")

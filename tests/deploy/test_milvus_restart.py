@@ -21,7 +21,7 @@ from tests.conftest import IMAGES_DIR, encode_image, fresh_postgres_database
 SAMPLE = sorted(p for p in IMAGES_DIR.iterdir() if p.suffix in {".jpg", ".png"})
 # While the server is down, each request should fail fast rather than wait on pymilvus's retries.
 DOWN_ANSWER_S = 30.0
-RECOVERY_S = 240.0
+RECOVERY_S = 120.0
 
 pytestmark = [
     pytest.mark.slow,
@@ -43,7 +43,7 @@ def assert_unavailable(response: httpx.Response, started: float) -> None:
     assert time.monotonic() - started < DOWN_ANSWER_S
 
 
-def milvus_down_then_up(tmp_path: Path, kill: bool, recover: bool) -> None:
+def milvus_down_then_up(tmp_path: Path, kill: bool) -> None:
     with LocalMilvus(tmp_path / "milvus") as milvus:
         env = {
             "IMGSIM_DATABASE_URL": fresh_postgres_database(),
@@ -75,8 +75,6 @@ def milvus_down_then_up(tmp_path: Path, kill: bool, recover: bool) -> None:
             # The API itself stays up and says the process is alive.
             assert httpx.get(f"{url}/health", timeout=10).status_code == 200
 
-            if not recover:
-                return
             milvus.start()
             deadline = time.monotonic() + RECOVERY_S
             while True:
@@ -99,15 +97,7 @@ def milvus_down_then_up(tmp_path: Path, kill: bool, recover: bool) -> None:
 
 
 @pytest.mark.parametrize("kill", [False, True], ids=["stopped", "killed"])
-def test_searches_and_ingests_answer_503_json_while_milvus_is_down(tmp_path: Path, kill: bool) -> None:
-    milvus_down_then_up(tmp_path, kill, recover=False)
-
-
-@pytest.mark.xfail(
-    reason="after LocalMilvus.start() again, the restarted 2.3.5 server printed 'Started:' but had no listener on "
-    "its proxy port 19530 30-60 s later (its other ports were up), so no client, not even a new one, reconnects",
-    strict=False,
-)
-@pytest.mark.parametrize("kill", [False, True], ids=["stopped", "killed"])
-def test_searches_recover_after_milvus_restarts_and_nothing_acknowledged_is_lost(tmp_path: Path, kill: bool) -> None:
-    milvus_down_then_up(tmp_path, kill, recover=True)
+def test_while_milvus_is_down_requests_get_503_json_and_after_its_restart_nothing_acknowledged_is_lost(
+    tmp_path: Path, kill: bool
+) -> None:
+    milvus_down_then_up(tmp_path, kill)
