@@ -32,6 +32,7 @@ from index.storage.seen_files import FileStat, rememberable
 from index.storage.store import ImageStore, NewImage
 from index.trash import Trash
 from index.vectors import VectorStore
+from index.vectors.faiss_index import VectorIndex
 
 # Sources read, hashed and decoded per step of a large ingest (bytes of about 100 MB of typical photos).
 INGEST_CHUNK = 1024
@@ -212,6 +213,8 @@ class Ingestor:
             raise_first(errors, read)
             batches = iter(held)
         restored = set(self.trash.restore_many(list(known.values())))
+        if known and not isinstance(self.vectors, VectorIndex):
+            self._resend_vectors(list(known.values()))
         for sha, image_id in known.items():
             if image_id in restored:
                 by_sha[sha] = dataclasses.replace(by_sha[sha], status="restored")
@@ -334,6 +337,15 @@ class Ingestor:
             if added:
                 self.vectors.add(np.array([a[0] for a in added], np.int64), np.stack([a[1] for a in added]))
         return inserted
+
+    def _resend_vectors(self, ids: list[int]) -> None:
+        """Upsert the stored vectors of content sent again (idempotent on a vector server): an earlier ingest of it
+        may have committed its row and then been refused by the server (down: that ingest answered 503), and the
+        retry is what makes it searchable. Content in the trash stays out."""
+        with self._write_lock:
+            live = self.store.live_among(ids)
+            if live:
+                self.vectors.add(np.array(live, np.int64), self.store.embeddings(live, self.embedder.dim))
 
     def _drop_unreferenced_blobs(self, hashes: Sequence[str]) -> None:
         """After a failed insert: remove the bytes this batch wrote that no committed row refers to."""

@@ -86,6 +86,15 @@ def milvus_down_then_up(tmp_path: Path, kill: bool) -> None:
             assert response.status_code == 200, f"no recovery within {RECOVERY_S} s: {response.text}"
             assert {hit["id"] for hit in response.json()["results"]} >= acknowledged - {cat}
 
+            # The ingest refused while it was down, sent again, is searchable (its row had committed before the
+            # server refused its vector).
+            again = httpx.post(f"{url}/ingest", files=[("files", ("late.png", query))], timeout=120)
+            assert again.status_code == 200, again.text
+            late_id = again.json()["results"][0]["id"]
+            found = httpx.post(f"{url}/search", files={"file": ("q.png", query)}, params={"k": 1}, timeout=120)
+            assert found.status_code == 200, found.text
+            assert found.json()["results"][0]["id"] == late_id, (again.json(), found.json())
+
             # New writes work again, and are found.
             fresh = encode_image("PNG", (80, 96), seed=11)
             added = httpx.post(f"{url}/ingest", files=[("files", ("fresh.png", fresh))], timeout=120)
