@@ -9,7 +9,7 @@ import numpy as np
 
 from index.errors import EngineUnavailable
 from index.model.engines.base import CPU, Device, EngineOutput, InferenceEngine
-from index.model.engines.export import INPUT_NAME, OPSET, ensure_exported, exported_path
+from index.model.engines.export import INPUT_NAME, OPSET, ensure_exported, exported_path, int8_reduce_range
 
 # What made the fp32 export (part of its cache key).
 FP32_TOOL = f"onnx-opset{OPSET}"
@@ -55,7 +55,8 @@ class ExportedEngine(InferenceEngine):
         fp32 = exported_path(self.settings, self.spec, self.embedding, weights_hash, "fp32", FP32_TOOL)
         if self.resolved_precision != "int8":
             return ensure_exported(self.settings, self.spec, self.embedding, "fp32", fp32)
-        tool = f"onnxruntime-{quantizer_version()}"
+        # 7-bit weights where the CPU lacks VNNI (a model made on one CPU is not run on the other from one cache).
+        tool = f"onnxruntime-{quantizer_version()}" + ("-7bit" if int8_reduce_range() else "")
         int8 = exported_path(self.settings, self.spec, self.embedding, weights_hash, "int8", tool)
         return ensure_exported(self.settings, self.spec, self.embedding, "int8", int8, fp32=fp32)
 

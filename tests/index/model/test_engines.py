@@ -142,7 +142,9 @@ def test_the_shipped_export_is_the_one_torch_makes_now(tmp_path: Path) -> None:
     feed = {INPUT_NAME: crops_of(embedder, files)}
     runs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feed) for p in (shipped, fresh)]
     for got, want in zip(*runs, strict=True):
-        np.testing.assert_array_equal(got, want)
+        # Equal to float rounding: torch folds the export's constants with the CPU's own kernels (1e-7 apart
+        # between an AVX2-only CPU and the one that made the shipped file).
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.skipif("onnxruntime" not in EXPORTED, reason="onnxruntime is not installed")
