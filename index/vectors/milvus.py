@@ -316,27 +316,7 @@ class MilvusVectorStore:
             filters.append(f"array_contains_any({_CLASSES}, {sorted(int(c) for c in classes)})")
         if allowed is not None:
             filters.append(f"{_ID} in {[int(i) for i in allowed]}")
-        k = max(1, min(k, 16384))  # Milvus's topk limit
-        params: dict[str, Any] = {"metric_type": "IP"}
-        if self.meta.kind == "hnsw":
-            params["params"] = {"ef": max(self.ef_search, k)}
-        elif self.meta.kind.startswith("ivf"):
-            params["params"] = {"nprobe": self.nprobe}
-        results = self.client.search(
-            self.collection,
-            data=list(queries),
-            filter=" and ".join(filters),
-            limit=k,
-            search_params=params,
-            consistency_level=self._consistency(),
-        )
-        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        out_ids = np.full((len(queries), k), -1, dtype=np.int64)
-        for row, hits in enumerate(results):
-            for col, hit in enumerate(hits[:k]):
-                out_ids[row, col] = int(hit["id"])
-                scores[row, col] = float(hit["distance"])
-        return scores, out_ids
+        return self._search(queries, k, " and ".join(filters))
 
     def search_classes(
         self, queries: NDArray[np.float32], k: int, classes: Iterable[int]
@@ -398,21 +378,27 @@ class MilvusVectorStore:
         range search where the server has one, else the `k` nearest: the caller drops those below), as
         `search` pads them. `allowed` keeps those ids (meant for small sets)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.meta.dim)
+        # Milvus keeps radius < distance <= range_filter for IP: a hair below, so that `radius` itself is in.
+        ranged = {"radius": float(radius) - 1e-6, "range_filter": 2.0} if self.uses_range_search else {}
+        return self._search(queries, k, "" if allowed is None else f"{_ID} in {[int(i) for i in allowed]}", ranged)
+
+    def _search(
+        self, queries: NDArray[np.float32], k: int, filter_expr: str, extra: dict[str, Any] | None = None
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """The collection's top-k by inner product under `filter_expr` (with `extra` search parameters), as
+        (scores, ids) padded with -inf and -1."""
         k = max(1, min(k, 16384))  # Milvus's topk limit
-        inner: dict[str, Any] = {}
+        params: dict[str, Any] = dict(extra or {})
         if self.meta.kind == "hnsw":
-            inner["ef"] = max(self.ef_search, k)
+            params["ef"] = max(self.ef_search, k)
         elif self.meta.kind.startswith("ivf"):
-            inner["nprobe"] = self.nprobe
-        if self.uses_range_search:
-            # Milvus keeps radius < distance <= range_filter for IP: a hair below, so that `radius` itself is in.
-            inner |= {"radius": float(radius) - 1e-6, "range_filter": 2.0}
+            params["nprobe"] = self.nprobe
         results = self.client.search(
             self.collection,
             data=list(queries),
-            filter="" if allowed is None else f"{_ID} in {[int(i) for i in allowed]}",
+            filter=filter_expr,
             limit=k,
-            search_params={"metric_type": "IP", "params": inner},
+            search_params={"metric_type": "IP", "params": params},
             consistency_level=self._consistency(),
         )
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)

@@ -6,7 +6,6 @@ consistency level weaker than Strong, where another replica's write shows after 
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from typing import TypeVar
 import httpx
 import pytest
 
-from deploy.local import NGINX, nginx_command
+from deploy.local import NGINX, nginx_command, wait_for_port
 from tests import milvus_server as session_milvus
 from tests.app.server import free_port, running_server
 from tests.conftest import IMAGES_DIR, encode_image, fresh_postgres_database, milvus_server_uri
@@ -33,25 +32,12 @@ pytestmark = [
 ]
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"port {port} not open after {timeout} s:\n{log.read_text()[-3000:]}")
-
-
 @contextmanager
 def process(command: list[str], log: Path, port: int) -> Iterator[None]:
     with log.open("ab") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_for_port(port, proc, log)
+        wait_for_port(port, proc, log, timeout=60.0)
         yield
     finally:
         proc.terminate()
