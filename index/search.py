@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -144,6 +143,18 @@ class Searcher:
             raise InvalidArgument(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
         if k < 1:
             raise InvalidArgument("k must be at least 1")
+        with self.store.reading():  # the few reads below share one database session
+            return self._search_vector(query, k, metric, label, exclude, source)
+
+    def _search_vector(
+        self,
+        query: NDArray[np.float32],
+        k: int,
+        metric: str,
+        label: str | None,
+        exclude: frozenset[int],
+        source: QueryImage | None,
+    ) -> list[SearchHit]:
         classes = resolve_label(label) if label else None
         # A vector store that keeps each image's classes filters by them itself; otherwise the store's ids do.
         by_class = self.vectors if classes is not None and isinstance(self.vectors, ClassFilteredSearch) else None
@@ -177,25 +188,44 @@ class Searcher:
             ]
             for row, n in enumerate(wanted)
         ]
-        pairs = nearest[0]
-        if len(nearest) > 1:
-            have = {i for i, _ in pairs}
-            found = [i for i, _ in nearest[1] if i not in have]
+        inner = dict(nearest[0])  # inner products with the query, by id
+        order = list(inner)
+        copies: dict[int, Evidence] = {}
+        if copies_first:
+            found = [i for i, _ in nearest[1] if i not in inner] if len(nearest) > 1 else []
+            shas, stored = self._candidates(order + found)
+            order = [i for i in order + found if i in shas]
+            copies = self._copies(query, order, shas, stored, source)
+            order = list(copies) + [i for i in order if i not in copies]
+        # Only the hits shown are read whole; one whose row is gone or in the trash (since the search started)
+        # is dropped, never returned.
+        infos = self.store.get_many(order[: k if copies_first else k + len(exclude)])
+        shown = [i for i in order if i in infos and infos[i].trashed_at is None][:k]
+        unscored = [i for i in shown if i not in inner]  # found by the features part alone (a copy, mostly)
+        if unscored:
             try:
-                stored = self._stored(found)
-            except KeyError:  # deleted meanwhile: not a candidate
-                stored = np.empty((0, query.shape[-1]), np.float32)
-                found = []
-            pairs += [(i, float(np.dot(query, v))) for i, v in zip(found, stored, strict=True)]
-        infos = self.store.get_many([i for i, _ in pairs])
-        metric_scores = scores_for_metric(np.array([s for _, s in pairs], np.float32), metric)
-        # Vectors whose row is gone or in the trash (since the search started) are dropped, never returned.
-        hits = [
-            SearchHit(infos[i], float(m))
-            for (i, _), m in zip(pairs, metric_scores, strict=True)
-            if i in infos and infos[i].trashed_at is None
+                inner.update(zip(unscored, (self._stored(unscored) @ query).tolist(), strict=True))
+            except KeyError:  # deleted meanwhile
+                shown = [i for i in shown if i in inner]
+        metric_scores = scores_for_metric(np.array([inner[i] for i in shown], np.float32), metric)
+        return [
+            SearchHit(infos[i], float(m), duplicate=i in copies, evidence=copies.get(i))
+            for i, m in zip(shown, metric_scores, strict=True)
         ]
-        return self._copies_first(query, hits, source)[:k]
+
+    def _candidates(self, ids: list[int]) -> tuple[dict[int, str], dict[int, NDArray[np.float32]] | None]:
+        """The sha256 of each of `ids` that is stored and outside the trash, and the part of their stored vectors
+        that duplicates compare (None when one left the vector index meanwhile)."""
+        if not isinstance(self.vectors, VectorIndex) and self.duplicates is not None:
+            # A vector server: the copies in the database, only the compared part (all of a vector is 9 KB).
+            rows = self.store.live_rows(ids, self.duplicates.dims)
+            return {i: sha for i, (sha, _) in rows.items()}, {i: v for i, (_, v) in rows.items() if v is not None}
+        shas = {i: sha for i, (sha, _) in self.store.live_rows(ids).items()}
+        try:
+            vectors = self._stored(list(shas))
+        except KeyError:  # deleted meanwhile: no promotion rather than an error
+            return shas, None
+        return shas, dict(zip(shas, vectors, strict=True))
 
     def _stored(self, ids: list[int]) -> NDArray[np.float32]:
         """The stored vectors of `ids` (KeyError for one that is gone)."""
@@ -205,38 +235,37 @@ class Searcher:
             return self.vectors.vectors_of(np.array(ids, np.int64))
         return self.store.embeddings(ids, self.vectors.meta.dim)  # a vector server: the copies in the database
 
-    def _copies_first(
-        self, query: NDArray[np.float32], hits: list[SearchHit], source: QueryImage | None
-    ) -> list[SearchHit]:
-        """Stored copies of the query first (most similar first), marked; the other hits keep their order.
+    def _copies(
+        self,
+        query: NDArray[np.float32],
+        order: list[int],
+        shas: dict[int, str],
+        stored: dict[int, NDArray[np.float32]] | None,
+        source: QueryImage | None,
+    ) -> dict[int, Evidence]:
+        """Those of the candidates `order` that are stored copies of the query, most similar first, with the
+        verification's evidence.
 
         A copy is what the `near` level calls one, proven by the pixels; the candidates are the hits at the `near`
         similarity and the `LOOSE_CANDIDATES` most similar just below it (down to `LOOSE_FLOOR`).
         """
-        if self.duplicates is None or self.verifier is None or source is None or not hits:
-            return hits
+        if self.duplicates is None or self.verifier is None or source is None or stored is None or not order:
+            return {}
         space = self.duplicates
-        try:
-            stored = self._stored([h.image.id for h in hits])
-        except KeyError:  # deleted meanwhile: no promotion rather than an error
-            return hits
-        sims = space.similarity(np.repeat(query.reshape(1, -1), len(hits), axis=0), stored)
+        vectors = np.stack([stored[i] for i in order])
+        sims = space.similarity(np.repeat(query.reshape(1, -1), len(order), axis=0), vectors)
         near = space.levels.near
-        by_similarity = sorted(range(len(hits)), key=lambda n: -sims[n])
+        by_similarity = sorted(range(len(order)), key=lambda n: -sims[n])
         candidates = [n for n in by_similarity if sims[n] >= near][:VERIFIED_CANDIDATES]
         candidates += [n for n in by_similarity if LOOSE_FLOOR <= sims[n] < near][:LOOSE_CANDIDATES]
         if not candidates:
-            return hits
-        shas = [hits[n].image.sha256 for n in candidates]
+            return {}
+        hashes = [shas[order[n]] for n in candidates]
         if source.data is None:
-            found = self.verifier.copies([(source.sha256, sha) for sha in shas])
+            found = self.verifier.copies([(source.sha256, sha) for sha in hashes])
         else:
-            found = self.verifier.against(source.data, shas)
-        copies = [n for n, evidence in zip(candidates, found, strict=True) if evidence.copy]
-        evidence_of = {n: e for n, e in zip(candidates, found, strict=True)}
-        chosen = set(copies)
-        rest = [h for n, h in enumerate(hits) if n not in chosen]
-        return [dataclasses.replace(hits[n], duplicate=True, evidence=evidence_of[n]) for n in copies] + rest
+            found = self.verifier.against(source.data, hashes)
+        return {order[n]: evidence for n, evidence in zip(candidates, found, strict=True) if evidence.copy}
 
     def search_by_ref(
         self, ref: str, k: int = 10, metric: str = "cosine", label: str | None = None
@@ -246,10 +275,11 @@ class Searcher:
         Raises:
             UnknownReference, AmbiguousReference, InvalidArgument.
         """
-        info = self.resolve_ref(ref)
-        query = self.store.embeddings([info.id], self.vectors.meta.dim)[0]
-        source = QueryImage(info.sha256)
-        return info, self.search_vector(query, k, metric, label, exclude=frozenset({info.id}), source=source)
+        with self.store.reading():
+            info = self.resolve_ref(ref)
+            query = self.store.embeddings([info.id], self.vectors.meta.dim)[0]
+            source = QueryImage(info.sha256)
+            return info, self.search_vector(query, k, metric, label, exclude=frozenset({info.id}), source=source)
 
     def search_by_image(
         self, data: bytes, name: str, k: int = 10, metric: str = "cosine", label: str | None = None

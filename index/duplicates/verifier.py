@@ -55,16 +55,42 @@ class MemoryVerdicts:
 
 class StoredVerdicts:
     """Verdicts kept in the metadata database (table `pair_verdicts`), by content: they hold across restarts,
-    re-ingests, the trash and rebuilds, and every replica shares them."""
+    re-ingests, the trash and rebuilds, and every replica shares them.
 
-    def __init__(self, store: ImageStore) -> None:
+    A verdict, once kept, never changes (a pair is kept once, by content and version), so the last `cached`
+    read or written are also kept in memory: a search that meets the same pairs again asks the database
+    nothing."""
+
+    def __init__(self, store: ImageStore, cached: int = 100_000) -> None:
         self.store = store
+        self._cached = cached
+        self._recent: OrderedDict[tuple[PairKey, str], Evidence] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get_verdicts(self, keys: Sequence[PairKey], version: str) -> dict[PairKey, Evidence]:
-        return {k: Evidence.from_dict(raw) for k, raw in self.store.pair_verdicts(keys, version).items()}
+        with self._lock:
+            known = {k: e for k in keys if (e := self._recent.get((k, version))) is not None}
+            for k in known:
+                self._recent.move_to_end((k, version))
+        missing = [k for k in keys if k not in known]
+        if missing:
+            found = {k: Evidence.from_dict(raw) for k, raw in self.store.pair_verdicts(missing, version).items()}
+            self._remember(found.items(), version)
+            known.update(found)
+        return known
 
     def put_verdicts(self, verdicts: Sequence[tuple[PairKey, Evidence]], version: str) -> None:
-        self.store.remember_verdicts([(k, e.as_dict()) for k, e in verdicts], version)
+        kept = [(k, e.as_dict()) for k, e in verdicts]
+        self.store.remember_verdicts(kept, version)
+        self._remember([(k, Evidence.from_dict(raw)) for k, raw in kept], version)  # as the database keeps it
+
+    def _remember(self, verdicts: Iterable[tuple[PairKey, Evidence]], version: str) -> None:
+        with self._lock:
+            for k, e in verdicts:
+                self._recent[(k, version)] = e
+                self._recent.move_to_end((k, version))
+            while len(self._recent) > self._cached:
+                self._recent.popitem(last=False)
 
 
 class PairVerifier:

@@ -4,6 +4,7 @@ are in `index.storage.schema`), and the kept image bytes."""
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -13,7 +14,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import ColumnElement, Select, delete, func, literal, select, update
+from sqlalchemy import ColumnElement, LargeBinary, Select, delete, func, literal, select, update
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session, defer, selectinload, sessionmaker
 
@@ -114,8 +115,10 @@ def _utc(when: datetime) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _info(row: ImageRow) -> ImageInfo:
-    own = [n for n in row.names if n.merged_from is None]
+def _info(row: Any, names: Sequence[Any] | None = None) -> ImageInfo:
+    """An `ImageRow`, or a row of `_INFO_COLUMNS` with its `_NAME_COLUMNS` rows in `names`."""
+    names = row.names if names is None else names
+    own = [n for n in names if n.merged_from is None]
     return ImageInfo(
         id=row.id,
         sha256=row.sha256,
@@ -129,7 +132,7 @@ def _info(row: ImageRow) -> ImageInfo:
         predictions=_predictions_from_json(row.predictions),
         created_at=_utc(row.created_at),
         trashed_at=_utc(row.trashed_at) if row.trashed_at is not None else None,
-        replaced=[ReplacedCopy(n.name, n.path, n.merged_from) for n in row.names if n.merged_from is not None],
+        replaced=[ReplacedCopy(n.name, n.path, n.merged_from) for n in names if n.merged_from is not None],
         taken_at=row.taken_at,
         camera_make=row.camera_make,
         camera_model=row.camera_model,
@@ -137,6 +140,23 @@ def _info(row: ImageRow) -> ImageInfo:
         latitude=row.latitude,
         longitude=row.longitude,
     )
+
+
+# What `_info` reads, for queries that build no ORM objects (a tenth of the time per row: a search's hits).
+_INFO_COLUMNS = [c for c in ImageRow.__table__.c if c.name not in ("embedding", "weights_hash")]
+_NAME_COLUMNS = (NameRow.image_id, NameRow.name, NameRow.path, NameRow.merged_from)
+
+
+def _infos(s: Session, ids: Collection[int], *extra: Any) -> list[tuple[ImageInfo, Any]]:
+    """The stored images among `ids`, each with its row (which holds the `extra` columns too), read in two
+    queries (rows, then names)."""
+    wanted = [int(i) for i in ids]
+    rows = s.execute(select(*_INFO_COLUMNS, *extra).where(ImageRow.id.in_(wanted))).all()
+    names: dict[int, list[Any]] = {}
+    query = select(*_NAME_COLUMNS).where(NameRow.image_id.in_([r.id for r in rows])).order_by(NameRow.id)
+    for name in s.execute(query) if rows else ():
+        names.setdefault(name.image_id, []).append(name)
+    return [(_info(r, names.get(r.id, [])), r) for r in rows]
 
 
 LIVE: ColumnElement[bool] = ImageRow.trashed_at.is_(None)
@@ -262,10 +282,31 @@ class ImageStore:
         self._ilike = self.engine.dialect.name == "postgresql"
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
+        self._pinned = threading.local()
+
     @contextmanager
     def session(self) -> Iterator[Session]:
+        pinned: Session | None = getattr(self._pinned, "session", None)
+        if pinned is not None:
+            yield pinned
+            return
         with self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Within the block, this thread's store calls share one session and one transaction: one connection
+        checkout, liveness ping and commit instead of one per call (about 0.7 ms each on PostgreSQL). For a
+        request's reads (a verdict it remembers is written with them, at the end)."""
+        if getattr(self._pinned, "session", None) is not None:
+            yield
+            return
+        with self.session() as session:
+            self._pinned.session = session
+            try:
+                yield
+            finally:
+                self._pinned.session = None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -479,15 +520,32 @@ class ImageStore:
 
     def get(self, image_id: int) -> ImageInfo | None:
         with self.session() as s:
-            row = s.get(ImageRow, image_id)
-            return _info(row) if row else None
+            found = _infos(s, [image_id])
+            return found[0][0] if found else None
 
     def get_many(self, ids: Sequence[int]) -> dict[int, ImageInfo]:
         with self.session() as s:
-            # selectinload: one query for all the names, not one per image.
-            query = select(ImageRow).where(ImageRow.id.in_(list(ids))).options(selectinload(ImageRow.names))
-            rows = s.scalars(query).all()
-            return {r.id: _info(r) for r in rows}
+            return {info.id: info for info, _ in _infos(s, ids)}
+
+    def live_rows(
+        self, ids: Sequence[int], head: int | None = None
+    ) -> dict[int, tuple[str, NDArray[np.float32] | None]]:
+        """Those of `ids` that are stored and outside the trash, by id: each one's sha256 and, given `head`, the
+        first `head` numbers of its stored vector (else None). What a search reads of its candidates, in one
+        query, before it reads whole the hits it shows."""
+        # The trash is filtered here, not in SQL: PostgreSQL would rather walk the trashed_at index than the ids.
+        columns: list[Any] = [ImageRow.id, ImageRow.sha256, ImageRow.trashed_at]
+        if head is not None:
+            columns.append(func.substr(ImageRow.embedding, 1, 4 * head, type_=LargeBinary))
+        out: dict[int, tuple[str, NDArray[np.float32] | None]] = {}
+        with self.session() as s:
+            for start in range(0, len(ids), 900):
+                chunk = [int(i) for i in ids[start : start + 900]]
+                for row in s.execute(select(*columns).where(ImageRow.id.in_(chunk))):
+                    if row[2] is None:
+                        vector = np.frombuffer(row[3], dtype=np.float32) if head is not None else None
+                        out[int(row[0])] = (str(row[1]), vector)
+        return out
 
     def find_by_sha(self, sha256: str) -> ImageInfo | None:
         with self.session() as s:

@@ -12,6 +12,7 @@ from index.config import Settings
 from index.duplicates import group_is_copies
 from index.pipeline import ImageSource
 from index.service import ImageIndex
+from index.storage.schema import PairVerdictRow
 from tests.conftest import BACKENDS, IMAGES_DIR, CountingEmbedder
 
 
@@ -67,3 +68,23 @@ def test_images_whose_bytes_cannot_be_read_are_never_proven_copies(
         index.ingest([ImageSource(name="rocket.jpg", data=(IMAGES_DIR / "rocket.jpg").read_bytes())])  # anew
         (group,) = index.duplicate_groups(level="near").groups
         assert group_is_copies(group) and len(group.members) == 2
+
+
+def test_a_verdict_read_once_is_answered_from_memory_after(settings: Settings) -> None:
+    from index.duplicates.verification import Evidence
+    from index.duplicates.verifier import StoredVerdicts
+    from index.storage.store import ImageStore
+
+    store = ImageStore(settings.data_dir, settings.database_url)
+    try:
+        key = ("a" * 64, "b" * 64)
+        StoredVerdicts(store).put_verdicts([(key, Evidence(True, "pixels"))], "v1")
+        verdicts = StoredVerdicts(store)  # another process, say: nothing in memory yet
+        assert verdicts.get_verdicts([key], "v1")[key].copy
+        with store.session() as s:  # gone from the database (nothing removes one; this shows the memory)
+            s.execute(PairVerdictRow.__table__.delete())
+        assert verdicts.get_verdicts([key], "v1")[key].copy
+        assert verdicts.get_verdicts([key], "v2") == {}
+        assert StoredVerdicts(store).get_verdicts([key], "v1") == {}
+    finally:
+        store.close()

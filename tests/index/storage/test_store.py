@@ -350,3 +350,33 @@ def test_dismissals_are_kept_by_content_newest_first_and_can_be_undone(
     # An undone decision's id is never handed out again.
     assert reopened.add_dismissal([sha(1), sha(3)]).id > second.id
     reopened.close()
+
+
+def test_live_rows_leave_out_the_trash_and_give_the_head_of_each_vector(store: ImageStore) -> None:
+    images = [new_image(n) for n in range(1, 4)]
+    ids = {sha: i for sha, (i, _) in store.insert(images, "m", "h").items()}
+    first, second, third = (ids[img.sha256] for img in images)
+    store.move_to_trash(second)
+    rows = store.live_rows([third, second, first, 10_000], head=5)
+    assert sorted(rows) == [first, third]
+    assert rows[first][0] == images[0].sha256
+    vector = rows[third][1]
+    assert vector is not None
+    np.testing.assert_array_equal(vector, images[2].embedding[:5])
+    assert store.live_rows([first])[first] == (images[0].sha256, None)
+
+
+def test_calls_within_reading_share_one_connection(store: ImageStore) -> None:
+    from sqlalchemy import event
+
+    ((image_id, _),) = store.insert([new_image(1)], "m", "h").values()
+    checkouts: list[object] = []
+    event.listen(store.engine, "checkout", lambda *args: checkouts.append(args))
+    with store.reading():
+        assert store.get(image_id) is not None
+        assert store.get_many([image_id])[image_id].sha256 == f"{1:064x}"
+        store.embeddings([image_id], DIM)
+    assert len(checkouts) == 1
+    store.get(image_id)
+    store.get(image_id)
+    assert len(checkouts) == 3  # outside it, one per call
