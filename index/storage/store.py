@@ -529,7 +529,8 @@ class ImageStore:
         """Those of `ids` that are stored and outside the trash, by id: each one's sha256 and, given `head`, the
         first `head` numbers of its stored vector (else None). What a search reads of its candidates, in one
         query, before it reads whole the hits it shows."""
-        # The trash is filtered here, not in SQL: PostgreSQL would rather walk the trashed_at index than the ids.
+        # The trash is filtered here, not in SQL: on a table it has no statistics for yet (just filled, before
+        # autovacuum's ANALYZE) PostgreSQL walks the trashed_at index over every live row instead of the ids.
         columns: list[Any] = [ImageRow.id, ImageRow.sha256, ImageRow.trashed_at]
         if head is not None:
             columns.append(func.substr(ImageRow.embedding, 1, 4 * head, type_=LargeBinary))
