@@ -138,9 +138,9 @@ def wait_quiet(server: LocalMilvus, below: float = 0.15, window_s: float = 10.0,
     launcher = psutil.Process(server.pid)
     while time.perf_counter() - start < limit_s:
         tree = [launcher, *launcher.children(recursive=True)]
-        before = sum(p.cpu_times().user + p.cpu_times().system for p in tree)
+        before = sum(sum(p.cpu_times()[:2]) for p in tree)  # user + system
         time.sleep(window_s)
-        after = sum(p.cpu_times().user + p.cpu_times().system for p in tree if p.is_running())
+        after = sum(sum(p.cpu_times()[:2]) for p in tree if p.is_running())
         if (after - before) / window_s < below:
             break
     return time.perf_counter() - start
