@@ -44,7 +44,8 @@ class QueryImage:
     data: bytes | None = None  # None: the stored image's kept bytes
 
 
-# Neighbours fetched beyond k, so that a copy the whole vector ranks a little lower can still be moved up.
+# Neighbours fetched beyond k: the copies of the query are looked for among that many by the features part, and
+# a copy the whole vector ranks a little lower is moved up with its inner product known.
 DUPLICATE_CANDIDATES = 20
 # Hits at the `near` level's similarity that are verified as copies of the query, the most similar first.
 VERIFIED_CANDIDATES = 6
@@ -69,6 +70,21 @@ def resolve_label(label: str) -> set[int]:
         hint = f"; did you mean {', '.join(repr(w) for w in close)}?" if close else ""
         raise InvalidArgument(f"no ImageNet class is called {label!r}, nor is any under a word so spelled{hint}")
     return set(matches)
+
+
+def _to_verify(similar: list[tuple[int, float]], near: float) -> list[tuple[int, float]]:
+    """Of (id, duplicate similarity) pairs, those whose pixels are checked for a copy of the query: the
+    `VERIFIED_CANDIDATES` most similar at the `near` similarity, and the `LOOSE_CANDIDATES` most similar just
+    below it (down to `LOOSE_FLOOR`)."""
+    by_similarity = sorted(similar, key=lambda pair: -pair[1])
+    at_near = [pair for pair in by_similarity if pair[1] >= near][:VERIFIED_CANDIDATES]
+    return at_near + [pair for pair in by_similarity if LOOSE_FLOOR <= pair[1] < near][:LOOSE_CANDIDATES]
+
+
+def _as_id(ref: str) -> int | None:
+    """The image id `ref` can be: ASCII digits only ('²'.isdigit() is true but int() refuses it), within SQLite's
+    64-bit integers."""
+    return int(ref) if ref.isascii() and ref.isdigit() and int(ref) < 2**63 else None
 
 
 def _live(info: ImageInfo, ref: str) -> ImageInfo:
@@ -109,8 +125,7 @@ class Searcher:
             AmbiguousReference: a file name matches several images.
         """
         ref = ref.strip()
-        # ASCII digits only ('²'.isdigit() is true but int() refuses it), and within SQLite's 64-bit integers.
-        if ref.isascii() and ref.isdigit() and int(ref) < 2**63 and (info := self.store.get(int(ref))) is not None:
+        if (image_id := _as_id(ref)) is not None and (info := self.store.get(image_id)) is not None:
             return _live(info, ref)
         if _SHA256.match(ref.lower()) and (info := self.store.find_by_sha(ref.lower())) is not None:
             return _live(info, ref)
@@ -163,18 +178,18 @@ class Searcher:
             return []
         if isinstance(self.vectors, VectorIndex) and len(self.vectors) == 0:  # a server answers an empty search
             return []
-        copies_first = self.duplicates is not None and source is not None
-        extra = DUPLICATE_CANDIDATES if copies_first else 0
+        space = self.duplicates if source is not None else None
+        extra = DUPLICATE_CANDIDATES if space is not None else 0
         queries, wanted = [query], [k + len(exclude) + extra]
-        if copies_first and self.duplicates is not None and self.duplicates.dims < query.shape[-1]:
+        if space is not None and space.dims < query.shape[-1]:
             # A copy whose logits moved (a 64 px copy, a screenshot) can fall out of the whole vector's nearest:
-            # the features part alone finds it (zero logits: the stored vectors' inner product with this ranks by
-            # the features part's cosine), and it is verified with the rest, shown only if proven a copy. Both
-            # queries go in one search (one round trip to a vector server).
+            # the features part alone finds it (zero logits: the stored vectors' inner product with this is their
+            # duplicate similarity to the query times `features_length`), and it is verified with the rest,
+            # shown only if proven a copy. Both queries go in one search (one round trip to a vector server).
             features = np.zeros_like(query)
-            features[: self.duplicates.dims] = self.duplicates.part(query)
+            features[: space.dims] = space.part(query)
             queries.append(features)
-            wanted.append(VERIFIED_CANDIDATES + len(exclude))
+            wanted.append(wanted[0])
         batch = np.stack(queries)
         if by_class is not None and classes is not None:
             scores, ids = by_class.search_classes(batch, max(wanted), classes)
@@ -190,17 +205,24 @@ class Searcher:
         ]
         inner = dict(nearest[0])  # inner products with the query, by id
         order = list(inner)
-        copies: dict[int, Evidence] = {}
-        if copies_first:
-            found = [i for i, _ in nearest[1] if i not in inner] if len(nearest) > 1 else []
-            shas, stored = self._candidates(order + found)
-            order = [i for i in order + found if i in shas]
-            copies = self._copies(query, order, shas, stored, source)
-            order = list(copies) + [i for i in order if i not in copies]
-        # Only the hits shown are read whole; one whose row is gone or in the trash (since the search started)
-        # is dropped, never returned.
-        infos = self.store.get_many(order[: k if copies_first else k + len(exclude)])
-        shown = [i for i in order if i in infos and infos[i].trashed_at is None][:k]
+        candidates: list[tuple[int, float]] = []
+        if space is not None:
+            # The duplicate similarity straight from the search's scores: no stored vector is read for it.
+            if len(nearest) > 1:
+                length = space.features_length
+                candidates = [(i, v / length) for i, v in nearest[1]]
+            else:  # the whole vector is the compared part
+                norm = max(float(np.linalg.norm(query)), 1e-12)
+                candidates = [(i, v / norm) for i, v in nearest[0]]
+            candidates = _to_verify(candidates, space.levels.near)
+        # Only the hits that can be shown are read whole (and the candidates, for their sha256): one whose row is
+        # gone or in the trash (since the search started) is dropped, never returned.
+        readable = order[: k if space is not None else k + len(exclude)]
+        infos = self.store.get_many(list(dict.fromkeys(readable + [i for i, _ in candidates])))
+        live = {i: info for i, info in infos.items() if info.trashed_at is None}
+        copies = self._copies([i for i, _ in candidates if i in live], live, source)
+        order = list(copies) + [i for i in readable if i not in copies]
+        shown = [i for i in order if i in live][:k]
         unscored = [i for i in shown if i not in inner]  # found by the features part alone (a copy, mostly)
         if unscored:
             try:
@@ -209,23 +231,9 @@ class Searcher:
                 shown = [i for i in shown if i in inner]
         metric_scores = scores_for_metric(np.array([inner[i] for i in shown], np.float32), metric)
         return [
-            SearchHit(infos[i], float(m), duplicate=i in copies, evidence=copies.get(i))
+            SearchHit(live[i], float(m), duplicate=i in copies, evidence=copies.get(i))
             for i, m in zip(shown, metric_scores, strict=True)
         ]
-
-    def _candidates(self, ids: list[int]) -> tuple[dict[int, str], dict[int, NDArray[np.float32]] | None]:
-        """The sha256 of each of `ids` that is stored and outside the trash, and the part of their stored vectors
-        that duplicates compare (None when one left the vector index meanwhile)."""
-        if not isinstance(self.vectors, VectorIndex) and self.duplicates is not None:
-            # A vector server: the copies in the database, only the compared part (all of a vector is 9 KB).
-            rows = self.store.live_rows(ids, self.duplicates.dims)
-            return {i: sha for i, (sha, _) in rows.items()}, {i: v for i, (_, v) in rows.items() if v is not None}
-        shas = {i: sha for i, (sha, _) in self.store.live_rows(ids).items()}
-        try:
-            vectors = self._stored(list(shas))
-        except KeyError:  # deleted meanwhile: no promotion rather than an error
-            return shas, None
-        return shas, dict(zip(shas, vectors, strict=True))
 
     def _stored(self, ids: list[int]) -> NDArray[np.float32]:
         """The stored vectors of `ids` (KeyError for one that is gone)."""
@@ -236,36 +244,18 @@ class Searcher:
         return self.store.embeddings(ids, self.vectors.meta.dim)  # a vector server: the copies in the database
 
     def _copies(
-        self,
-        query: NDArray[np.float32],
-        order: list[int],
-        shas: dict[int, str],
-        stored: dict[int, NDArray[np.float32]] | None,
-        source: QueryImage | None,
+        self, candidates: list[int], infos: dict[int, ImageInfo], source: QueryImage | None
     ) -> dict[int, Evidence]:
-        """Those of the candidates `order` that are stored copies of the query, most similar first, with the
-        verification's evidence.
-
-        A copy is what the `near` level calls one, proven by the pixels; the candidates are the hits at the `near`
-        similarity and the `LOOSE_CANDIDATES` most similar just below it (down to `LOOSE_FLOOR`).
-        """
-        if self.duplicates is None or self.verifier is None or source is None or stored is None or not order:
+        """Those of `candidates` (ids, most similar first, each in `infos`) that are stored copies of the query,
+        proven by the pixels as at the `near` level, with the verification's evidence."""
+        if self.verifier is None or source is None or not candidates:
             return {}
-        space = self.duplicates
-        vectors = np.stack([stored[i] for i in order])
-        sims = space.similarity(np.repeat(query.reshape(1, -1), len(order), axis=0), vectors)
-        near = space.levels.near
-        by_similarity = sorted(range(len(order)), key=lambda n: -sims[n])
-        candidates = [n for n in by_similarity if sims[n] >= near][:VERIFIED_CANDIDATES]
-        candidates += [n for n in by_similarity if LOOSE_FLOOR <= sims[n] < near][:LOOSE_CANDIDATES]
-        if not candidates:
-            return {}
-        hashes = [shas[order[n]] for n in candidates]
+        hashes = [infos[i].sha256 for i in candidates]
         if source.data is None:
             found = self.verifier.copies([(source.sha256, sha) for sha in hashes])
         else:
             found = self.verifier.against(source.data, hashes)
-        return {order[n]: evidence for n, evidence in zip(candidates, found, strict=True) if evidence.copy}
+        return {i: evidence for i, evidence in zip(candidates, found, strict=True) if evidence.copy}
 
     def search_by_ref(
         self, ref: str, k: int = 10, metric: str = "cosine", label: str | None = None
@@ -275,9 +265,16 @@ class Searcher:
         Raises:
             UnknownReference, AmbiguousReference, InvalidArgument.
         """
+        dim, ref = self.vectors.meta.dim, ref.strip()
         with self.store.reading():
-            info = self.resolve_ref(ref)
-            query = self.store.embeddings([info.id], self.vectors.meta.dim)[0]
+            # An id (what a page or a client mostly sends): the image and its vector in one read.
+            image_id = _as_id(ref)
+            found = self.store.get_with_embedding(image_id, dim) if image_id is not None else None
+            if found is not None:
+                info, query = _live(found[0], ref), found[1]
+            else:
+                info = self.resolve_ref(ref)
+                query = self.store.embeddings([info.id], dim)[0]
             source = QueryImage(info.sha256)
             return info, self.search_vector(query, k, metric, label, exclude=frozenset({info.id}), source=source)
 

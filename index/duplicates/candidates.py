@@ -175,7 +175,7 @@ def server_pairs(
     `threshold`), so both backends give the same pairs.
     """
     radius = space.radius(threshold)
-    floor = threshold * _features_length(space) - SERVER_SLACK
+    floor = threshold * space.features_length - SERVER_SLACK
     allowed = None if among is None else np.unique(np.fromiter(among, np.int64, len(among)))
     asking = allowed
     if queries is not None:
@@ -217,11 +217,6 @@ def server_pairs(
     a, b, s = np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_s)
     _, first = np.unique(np.stack([a, b], axis=1), axis=0, return_index=True)
     return a[first], b[first], s[first]
-
-
-def _features_length(space: DuplicateSpace) -> float:
-    """The length of every stored vector's features part: (g, w * l) / sqrt(1 + w^2) with g and l unit."""
-    return 1.0 if space.dims == space.dim else 1.0 / math.sqrt(1.0 + space.logits_weight**2)
 
 
 def _server_hits(

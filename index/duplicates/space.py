@@ -9,6 +9,7 @@ photo apart from other photos of the same kind (measured by `tests/benchmarks/du
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,6 +89,13 @@ class DuplicateSpace:
             return threshold
         w2 = self.logits_weight**2
         return (threshold + w2 * self.levels.logits_floor) / (1 + w2)
+
+    @property
+    def features_length(self) -> float:
+        """The length of every stored vector's compared part: (g, w * l) / sqrt(1 + w^2) with g and l unit. A
+        stored vector's inner product with a unit query that is zero past `dims` is its duplicate similarity to
+        the query times this."""
+        return 1.0 if self.dims == self.dim else 1.0 / math.sqrt(1.0 + self.logits_weight**2)
 
     def part(self, vectors: NDArray[np.float32]) -> NDArray[np.float32]:
         """The compared part of stored vectors, each rescaled to unit length."""

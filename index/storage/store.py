@@ -3,6 +3,7 @@ are in `index.storage.schema`), and the kept image bytes."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -10,13 +11,15 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import ColumnElement, LargeBinary, Select, delete, func, literal, select, update
+from sqlalchemy import ColumnElement, Integer, Select, String, any_, bindparam, delete, func, literal, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session, defer, selectinload, sessionmaker
+from sqlalchemy.sql import Executable
 
 from index.errors import BackendUnavailable, ImageInTrash, InvalidArgument, NotInTrash, UnknownReference
 from index.model.exif import NO_EXIF, PhotoExif
@@ -147,12 +150,52 @@ _INFO_COLUMNS = [c for c in ImageRow.__table__.c if c.name not in ("embedding", 
 _NAME_COLUMNS = (NameRow.image_id, NameRow.name, NameRow.path, NameRow.merged_from)
 
 
-def _infos(s: Session, ids: Collection[int]) -> dict[int, ImageInfo]:
-    """The stored images among `ids`, by id, read in two queries (rows, then names)."""
-    rows = s.execute(select(*_INFO_COLUMNS).where(ImageRow.id.in_([int(i) for i in ids]))).all()
+def _among(column: Any, postgresql: bool, kind: Any = Integer) -> ColumnElement[bool]:
+    """`column` is one of the values bound as "values": on PostgreSQL one array parameter (`= ANY`), so nothing
+    is rendered or bound per value; elsewhere an expanding IN (at most `_CHUNK` values)."""
+    if postgresql:
+        return cast(ColumnElement[bool], column == any_(bindparam("values", type_=ARRAY(kind))))
+    return cast(ColumnElement[bool], column.in_(bindparam("values", expanding=True)))
+
+
+_CHUNK = 900  # values per IN on SQLite (its default limit is 999 bound parameters)
+
+
+@dataclass(frozen=True)
+class _Reads:
+    """The statements a search's reads run, built once per dialect (building one costs more than running it)."""
+
+    rows: Executable
+    rows_with_embedding: Executable
+    names: Executable
+    embeddings: Executable
+    verdicts: Executable
+
+    @staticmethod
+    @functools.cache
+    def of(postgresql: bool) -> _Reads:
+        v = PairVerdictRow
+        return _Reads(
+            rows=select(*_INFO_COLUMNS).where(_among(ImageRow.id, postgresql)),
+            rows_with_embedding=select(*_INFO_COLUMNS, ImageRow.embedding).where(_among(ImageRow.id, postgresql)),
+            names=select(*_NAME_COLUMNS).where(_among(NameRow.image_id, postgresql)).order_by(NameRow.id),
+            embeddings=select(ImageRow.id, ImageRow.embedding).where(_among(ImageRow.id, postgresql)),
+            verdicts=select(v.sha_a, v.sha_b, v.evidence).where(
+                _among(v.sha_a, postgresql, String), v.version == bindparam("version")
+            ),
+        )
+
+
+def _infos(
+    s: Session, ids: Collection[int], postgresql: bool, rows: Sequence[Any] | None = None
+) -> dict[int, ImageInfo]:
+    """The stored images among `ids` (at most `_CHUNK`), by id, read in two queries (rows, then names); given
+    `rows` (of `_INFO_COLUMNS`, read already), only their names are read."""
+    reads = _Reads.of(postgresql)
+    if rows is None:
+        rows = s.execute(reads.rows, {"values": [int(i) for i in ids]}).all()
     names: dict[int, list[Any]] = {}
-    query = select(*_NAME_COLUMNS).where(NameRow.image_id.in_([r.id for r in rows])).order_by(NameRow.id)
-    for name in s.execute(query) if rows else ():
+    for name in s.execute(reads.names, {"values": [r.id for r in rows]}) if rows else ():
         names.setdefault(name.image_id, []).append(name)
     return {r.id: _info(r, names.get(r.id, [])) for r in rows}
 
@@ -277,7 +320,7 @@ class ImageStore:
         # The dialect module is imported here: each costs tens of milliseconds of start-up.
         dialect = importlib.import_module(f"sqlalchemy.dialects.{self.engine.dialect.name}")
         self._insert: Callable[..., Any] = dialect.insert
-        self._ilike = self.engine.dialect.name == "postgresql"
+        self._postgresql = self.engine.dialect.name == "postgresql"
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._pinned = threading.local()  # the session `reading` holds, per thread
 
@@ -490,13 +533,10 @@ class ImageStore:
         wanted = set(keys)
         firsts = sorted({a for a, _ in wanted})
         found: dict[tuple[str, str], dict[str, Any]] = {}
-        v = PairVerdictRow
+        query = _Reads.of(self._postgresql).verdicts
         with self.session() as s:
             for start in range(0, len(firsts), 500):
-                query = select(v.sha_a, v.sha_b, v.evidence).where(
-                    v.sha_a.in_(firsts[start : start + 500]), v.version == version
-                )
-                for a, b, evidence in s.execute(query):
+                for a, b, evidence in s.execute(query, {"values": firsts[start : start + 500], "version": version}):
                     if (a, b) in wanted:
                         found[(a, b)] = evidence
         return found
@@ -520,32 +560,26 @@ class ImageStore:
 
     def get(self, image_id: int) -> ImageInfo | None:
         with self.session() as s:
-            return _infos(s, [image_id]).get(image_id)
+            return _infos(s, [image_id], self._postgresql).get(image_id)
+
+    def get_with_embedding(self, image_id: int, dim: int) -> tuple[ImageInfo, NDArray[np.float32]] | None:
+        """`get` and the image's stored vector (of `dim` numbers), read together: what a search by it needs."""
+        with self.session() as s:
+            rows = s.execute(_Reads.of(self._postgresql).rows_with_embedding, {"values": [image_id]}).all()
+            if not rows:
+                return None
+            info = _infos(s, [image_id], self._postgresql, rows)[image_id]
+        vector = np.frombuffer(rows[0].embedding, dtype=np.float32)
+        if vector.shape != (dim,):
+            raise ValueError(f"image {image_id}'s stored vector has {vector.size} numbers, not {dim}")
+        return info, vector
 
     def get_many(self, ids: Sequence[int]) -> dict[int, ImageInfo]:
+        found: dict[int, ImageInfo] = {}
         with self.session() as s:
-            return _infos(s, ids)
-
-    def live_rows(
-        self, ids: Sequence[int], head: int | None = None
-    ) -> dict[int, tuple[str, NDArray[np.float32] | None]]:
-        """Those of `ids` that are stored and outside the trash, by id: each one's sha256 and, given `head`, the
-        first `head` numbers of its stored vector (else None). What a search reads of its candidates, in one
-        query, before it reads whole the hits it shows."""
-        # The trash is filtered here, not in SQL: on a table it has no statistics for yet (just filled, before
-        # autovacuum's ANALYZE) PostgreSQL walks the trashed_at index over every live row instead of the ids.
-        columns: list[Any] = [ImageRow.id, ImageRow.sha256, ImageRow.trashed_at]
-        if head is not None:
-            columns.append(func.substr(ImageRow.embedding, 1, 4 * head, type_=LargeBinary))
-        out: dict[int, tuple[str, NDArray[np.float32] | None]] = {}
-        with self.session() as s:
-            for start in range(0, len(ids), 900):
-                chunk = [int(i) for i in ids[start : start + 900]]
-                for row in s.execute(select(*columns).where(ImageRow.id.in_(chunk))):
-                    if row[2] is None:
-                        vector = np.frombuffer(row[3], dtype=np.float32) if head is not None else None
-                        out[int(row[0])] = (str(row[1]), vector)
-        return out
+            for start in range(0, len(ids), _CHUNK):
+                found.update(_infos(s, ids[start : start + _CHUNK], self._postgresql))
+        return found
 
     def find_by_sha(self, sha256: str) -> ImageInfo | None:
         with self.session() as s:
@@ -591,7 +625,7 @@ class ImageStore:
         """
         # The page's ids first, from the narrow id index (an offset walks it, not the wide rows), then those rows.
         page = (
-            _filtered(select(ImageRow.id), classes, name, ilike=self._ilike, photo=photo)
+            _filtered(select(ImageRow.id), classes, name, ilike=self._postgresql, photo=photo)
             .order_by(*_order(sort, descending))
             .offset(offset)
             .limit(limit)
@@ -608,7 +642,7 @@ class ImageStore:
         self, classes: Iterable[int] | None = None, name: str | None = None, photo: ImageFilter | None = None
     ) -> int:
         """How many images `list_images` with the same filters pages through."""
-        query = _filtered(select(func.count(ImageRow.id)), classes, name, ilike=self._ilike, photo=photo)
+        query = _filtered(select(func.count(ImageRow.id)), classes, name, ilike=self._postgresql, photo=photo)
         with self.session() as s:
             return int(s.scalar(query) or 0)
 
@@ -620,11 +654,11 @@ class ImageStore:
         """
         out = np.empty((len(ids), dim), dtype=np.float32)
         pos = {int(i): n for n, i in enumerate(ids)}
+        query = _Reads.of(self._postgresql).embeddings
         with self.session() as s:
-            for start in range(0, len(ids), 900):
-                chunk = [int(i) for i in ids[start : start + 900]]
-                query = select(ImageRow.id, ImageRow.embedding).where(ImageRow.id.in_(chunk))
-                for image_id, blob in s.execute(query):
+            for start in range(0, len(ids), _CHUNK):
+                chunk = [int(i) for i in ids[start : start + _CHUNK]]
+                for image_id, blob in s.execute(query, {"values": chunk}):
                     out[pos.pop(image_id)] = np.frombuffer(blob, dtype=np.float32)
         if pos:
             raise KeyError(f"not stored: {sorted(pos)[:5]}")

@@ -352,18 +352,26 @@ def test_dismissals_are_kept_by_content_newest_first_and_can_be_undone(
     reopened.close()
 
 
-def test_live_rows_leave_out_the_trash_and_give_the_head_of_each_vector(store: ImageStore) -> None:
-    images = [new_image(n) for n in range(1, 4)]
-    ids = {sha: i for sha, (i, _) in store.insert(images, "m", "h").items()}
-    first, second, third = (ids[img.sha256] for img in images)
-    store.move_to_trash(second)
-    rows = store.live_rows([third, second, first, 10_000], head=5)
-    assert sorted(rows) == [first, third]
-    assert rows[first][0] == images[0].sha256
-    vector = rows[third][1]
-    assert vector is not None
-    np.testing.assert_array_equal(vector, images[2].embedding[:5])
-    assert store.live_rows([first])[first] == (images[0].sha256, None)
+def test_an_image_and_its_vector_are_read_together_as_get_and_embeddings_give_them(store: ImageStore) -> None:
+    images = [new_image(1, path="/photos/a.png"), new_image(2)]
+    ids = [i for i, _ in store.insert(images, "m", "h").values()]
+    store.add_names([(ids[0], "b.png", "/photos/b.png")])
+    found = store.get_with_embedding(ids[0], DIM)
+    assert found is not None
+    info, vector = found
+    assert info == store.get(ids[0]) and info.names == ["image1.png", "b.png"]
+    np.testing.assert_array_equal(vector, store.embeddings([ids[0]], DIM)[0])
+    assert store.get_with_embedding(10_000, DIM) is None
+    with pytest.raises(ValueError, match="not 7"):
+        store.get_with_embedding(ids[1], 7)
+
+
+def test_reads_of_more_ids_than_one_statement_binds_return_them_all(store: ImageStore) -> None:
+    images = [new_image(n) for n in range(1, 1001)]
+    ids = sorted(i for i, _ in store.insert(images, "m", "h").values())
+    asked = [*ids, 10_000]
+    assert sorted(store.get_many(asked)) == ids
+    assert store.embeddings(ids, DIM).shape == (1000, DIM)
 
 
 def test_calls_within_reading_share_one_connection(store: ImageStore) -> None:
