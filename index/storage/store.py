@@ -15,7 +15,7 @@ from typing import Any, Literal, cast, get_args
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import ColumnElement, Integer, Select, String, any_, bindparam, delete, func, literal, select, update
+from sqlalchemy import BigInteger, ColumnElement, Select, String, any_, bindparam, delete, func, literal, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session, defer, selectinload, sessionmaker
@@ -150,9 +150,10 @@ _INFO_COLUMNS = [c for c in ImageRow.__table__.c if c.name not in ("embedding", 
 _NAME_COLUMNS = (NameRow.image_id, NameRow.name, NameRow.path, NameRow.merged_from)
 
 
-def _among(column: Any, postgresql: bool, kind: Any = Integer) -> ColumnElement[bool]:
+def _among(column: Any, postgresql: bool, kind: Any = BigInteger) -> ColumnElement[bool]:
     """`column` is one of the values bound as "values": on PostgreSQL one array parameter (`= ANY`), so nothing
-    is rendered or bound per value; elsewhere an expanding IN (at most `_CHUNK` values)."""
+    is rendered or bound per value; elsewhere an expanding IN (at most `_CHUNK` values). Ids go as 64-bit
+    integers: an id past the column's 32 bits (one a client made up) matches nothing rather than failing."""
     if postgresql:
         return cast(ColumnElement[bool], column == any_(bindparam("values", type_=ARRAY(kind))))
     return cast(ColumnElement[bool], column.in_(bindparam("values", expanding=True)))

@@ -374,6 +374,15 @@ def test_reads_of_more_ids_than_one_statement_binds_return_them_all(store: Image
     assert store.embeddings(ids, DIM).shape == (1000, DIM)
 
 
+def test_an_id_past_32_bits_is_not_stored_rather_than_an_error(store: ImageStore) -> None:
+    ((image_id, _),) = store.insert([new_image(1)], "m", "h").values()
+    big = 3_000_000_000  # a client's own number: PostgreSQL's id column is 32 bits
+    assert store.get(big) is None and store.get_with_embedding(big, DIM) is None
+    assert list(store.get_many([image_id, big, 2**62])) == [image_id]
+    with pytest.raises(KeyError, match="not stored"):
+        store.embeddings([big], DIM)
+
+
 def test_calls_within_reading_share_one_connection(store: ImageStore) -> None:
     from sqlalchemy import event
 
