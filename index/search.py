@@ -72,13 +72,14 @@ def resolve_label(label: str) -> set[int]:
     return set(matches)
 
 
-def _to_verify(similar: list[tuple[int, float]], near: float) -> list[tuple[int, float]]:
-    """Of (id, duplicate similarity) pairs, those whose pixels are checked for a copy of the query: the
+def _to_verify(similar: list[tuple[int, float]], near: float) -> list[int]:
+    """Of (id, duplicate similarity) pairs, the ids whose pixels are checked for a copy of the query: the
     `VERIFIED_CANDIDATES` most similar at the `near` similarity, and the `LOOSE_CANDIDATES` most similar just
     below it (down to `LOOSE_FLOOR`)."""
     by_similarity = sorted(similar, key=lambda pair: -pair[1])
     at_near = [pair for pair in by_similarity if pair[1] >= near][:VERIFIED_CANDIDATES]
-    return at_near + [pair for pair in by_similarity if LOOSE_FLOOR <= pair[1] < near][:LOOSE_CANDIDATES]
+    loose = [pair for pair in by_similarity if LOOSE_FLOOR <= pair[1] < near][:LOOSE_CANDIDATES]
+    return [i for i, _ in at_near + loose]
 
 
 def _as_id(ref: str) -> int | None:
@@ -124,11 +125,19 @@ class Searcher:
             UnknownReference: nothing matches (ImageInTrash: only an image in the trash does).
             AmbiguousReference: a file name matches several images.
         """
+        return self._resolve(ref)[0]
+
+    def _resolve(self, ref: str, dim: int | None = None) -> tuple[ImageInfo, NDArray[np.float32] | None]:
+        """`resolve_ref`, and given `dim`, the image's stored vector when `ref` is its id (what a page or a client
+        mostly sends: both in one read); None otherwise."""
         ref = ref.strip()
-        if (image_id := _as_id(ref)) is not None and (info := self.store.get(image_id)) is not None:
-            return _live(info, ref)
+        if (image_id := _as_id(ref)) is not None:
+            if dim is not None and (found := self.store.get_with_embedding(image_id, dim)) is not None:
+                return _live(found[0], ref), found[1]
+            if dim is None and (info := self.store.get(image_id)) is not None:
+                return _live(info, ref), None
         if _SHA256.match(ref.lower()) and (info := self.store.find_by_sha(ref.lower())) is not None:
-            return _live(info, ref)
+            return _live(info, ref), None
         named = self.store.ids_by_name(ref)
         live = self.store.live_among(named)
         if len(live) > 1:
@@ -137,7 +146,7 @@ class Searcher:
         info = self.store.get(live[0] if live else min(named)) if named else None
         if info is None:
             raise UnknownReference(f"no stored image matches {ref!r}")
-        return _live(info, ref)
+        return _live(info, ref), None
 
     def search_vector(
         self,
@@ -205,22 +214,20 @@ class Searcher:
         ]
         inner = dict(nearest[0])  # inner products with the query, by id
         order = list(inner)
-        candidates: list[tuple[int, float]] = []
+        candidates: list[int] = []
         if space is not None:
             # The duplicate similarity straight from the search's scores: no stored vector is read for it.
             if len(nearest) > 1:
-                length = space.features_length
-                candidates = [(i, v / length) for i, v in nearest[1]]
+                scale, scored = 1.0 / space.features_length, nearest[1]
             else:  # the whole vector is the compared part
-                norm = max(float(np.linalg.norm(query)), 1e-12)
-                candidates = [(i, v / norm) for i, v in nearest[0]]
-            candidates = _to_verify(candidates, space.levels.near)
+                scale, scored = 1.0 / max(float(np.linalg.norm(query)), 1e-12), nearest[0]
+            candidates = _to_verify([(i, v * scale) for i, v in scored], space.levels.near)
         # Only the hits that can be shown are read whole (and the candidates, for their sha256): one whose row is
         # gone or in the trash (since the search started) is dropped, never returned.
         readable = order[: k if space is not None else k + len(exclude)]
-        infos = self.store.get_many(list(dict.fromkeys(readable + [i for i, _ in candidates])))
+        infos = self.store.get_many(list(dict.fromkeys(readable + candidates)))
         live = {i: info for i, info in infos.items() if info.trashed_at is None}
-        copies = self._copies([i for i, _ in candidates if i in live], live, source)
+        copies = self._copies([i for i in candidates if i in live], live, source)
         order = list(copies) + [i for i in readable if i not in copies]
         shown = [i for i in order if i in live][:k]
         unscored = [i for i in shown if i not in inner]  # found by the features part alone (a copy, mostly)
@@ -265,15 +272,10 @@ class Searcher:
         Raises:
             UnknownReference, AmbiguousReference, InvalidArgument.
         """
-        dim, ref = self.vectors.meta.dim, ref.strip()
+        dim = self.vectors.meta.dim
         with self.store.reading():
-            # An id (what a page or a client mostly sends): the image and its vector in one read.
-            image_id = _as_id(ref)
-            found = self.store.get_with_embedding(image_id, dim) if image_id is not None else None
-            if found is not None:
-                info, query = _live(found[0], ref), found[1]
-            else:
-                info = self.resolve_ref(ref)
+            info, query = self._resolve(ref, dim)
+            if query is None:
                 query = self.store.embeddings([info.id], dim)[0]
             source = QueryImage(info.sha256)
             return info, self.search_vector(query, k, metric, label, exclude=frozenset({info.id}), source=source)

@@ -415,8 +415,8 @@ class ImageStore:
         unique = sorted({int(i) for i in ids})
         found: list[int] = []
         with self.session() as s:
-            for start in range(0, len(unique), 900):
-                chunk = unique[start : start + 900]
+            for start in range(0, len(unique), _CHUNK):
+                chunk = unique[start : start + _CHUNK]
                 found.extend(s.scalars(select(ImageRow.id).where(ImageRow.id.in_(chunk), condition)))
         return sorted(found)
 
@@ -510,9 +510,9 @@ class ImageStore:
         columns = select(f.path, f.size, f.mtime_ns, f.ctime_ns, f.inode, f.sha256)
         found: dict[str, tuple[FileStat, str]] = {}
         with self.session() as s:
-            for start in range(0, len(paths), 900):
+            for start in range(0, len(paths), _CHUNK):
                 for path, size, mtime_ns, ctime_ns, inode, sha in s.execute(
-                    columns.where(f.path.in_(paths[start : start + 900]))
+                    columns.where(f.path.in_(paths[start : start + _CHUNK]))
                 ):
                     found[path] = (FileStat(size, mtime_ns, ctime_ns, inode), sha)
         return found
@@ -554,8 +554,8 @@ class ImageStore:
         found: dict[int, list[Prediction]] = {}
         unique = list(dict.fromkeys(int(i) for i in ids))
         with self.session() as s:
-            for start in range(0, len(unique), 900):
-                query = select(ImageRow.id, ImageRow.predictions).where(ImageRow.id.in_(unique[start : start + 900]))
+            for start in range(0, len(unique), _CHUNK):
+                query = select(ImageRow.id, ImageRow.predictions).where(ImageRow.id.in_(unique[start : start + _CHUNK]))
                 found.update((image_id, _predictions_from_json(raw)) for image_id, raw in s.execute(query))
         return found
 
@@ -776,10 +776,10 @@ class ImageStore:
         unique = sorted({int(i) for i in ids})
         restored: list[int] = []
         with self.session() as s:
-            for start in range(0, len(unique), 900):
+            for start in range(0, len(unique), _CHUNK):
                 stmt = (
                     update(ImageRow)
-                    .where(ImageRow.id.in_(unique[start : start + 900]), IN_TRASH)
+                    .where(ImageRow.id.in_(unique[start : start + _CHUNK]), IN_TRASH)
                     .values(trashed_at=None)
                     .returning(ImageRow.id)
                 )
