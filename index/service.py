@@ -269,6 +269,7 @@ class ImageIndex:
         except StorageError as exc:
             log.warning("%s; it will be caught up from SQLite at the next start", exc)
         finally:
+            self.verifier.close()
             close_vector_store(self.vectors)
             self.store.close()
             self._release_lock()

@@ -114,6 +114,7 @@ class PairVerifier:
         self._prepared: OrderedDict[str, Prepared | None] = OrderedDict()
         self._held = 0
         self._lock = threading.Lock()
+        self._threads: ThreadPoolExecutor | None = None
 
     # --- prepared images ----------------------------------------------------------------------------------
 
@@ -166,8 +167,22 @@ class PairVerifier:
         # the images a batch shares stay prepared.
         if len(keys) < 4 or self.workers <= 1:
             return [fn(k) for k in keys]
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            return list(pool.map(fn, keys))
+        return list(self._pool().map(fn, keys))
+
+    def _pool(self) -> ThreadPoolExecutor:
+        """The verifier's worker threads, started on first use and kept: a search verifies a few pairs, and
+        starting threads for them cost more than the few milliseconds it saves."""
+        with self._lock:
+            if self._threads is None:
+                self._threads = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="imgsim-verify")
+            return self._threads
+
+    def close(self) -> None:
+        """Stop the worker threads (a later verification starts them again)."""
+        with self._lock:
+            threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.shutdown(wait=True)
 
     def _copy(self, a: str, b: str) -> Evidence:
         pa, pb = self._prepare(a), self._prepare(b)
@@ -200,8 +215,7 @@ class PairVerifier:
 
         if len(shas) < 2 or self.workers <= 1:
             return [one(s) for s in shas]
-        with ThreadPoolExecutor(max_workers=min(self.workers, len(shas))) as pool:
-            return list(pool.map(one, shas))
+        return list(self._pool().map(one, shas))
 
 
 # The evidence of a pair whose bytes could not be read: not a copy now, and not remembered.

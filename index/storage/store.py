@@ -11,11 +11,25 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, NamedTuple, cast, get_args
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import BigInteger, ColumnElement, Select, String, any_, bindparam, delete, func, literal, select, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ColumnElement,
+    Select,
+    String,
+    any_,
+    bindparam,
+    delete,
+    func,
+    literal,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session, defer, selectinload, sessionmaker
@@ -119,7 +133,7 @@ def _utc(when: datetime) -> datetime:
 
 
 def _info(row: Any, names: Sequence[Any] | None = None) -> ImageInfo:
-    """An `ImageRow`, or a row of `_INFO_COLUMNS` with its `_NAME_COLUMNS` rows in `names`."""
+    """An `ImageRow`, or a row of `_INFO_COLUMNS` with its names in `names`."""
     names = row.names if names is None else names
     own = [n for n in names if n.merged_from is None]
     return ImageInfo(
@@ -147,7 +161,6 @@ def _info(row: Any, names: Sequence[Any] | None = None) -> ImageInfo:
 
 # What `_info` reads, for queries that build no ORM objects (cheaper per row: a search's hits are read so).
 _INFO_COLUMNS = [c for c in ImageRow.__table__.c if c.name not in ("embedding", "weights_hash")]
-_NAME_COLUMNS = (NameRow.image_id, NameRow.name, NameRow.path, NameRow.merged_from)
 
 
 def _among(column: Any, postgresql: bool, kind: Any = BigInteger) -> ColumnElement[bool]:
@@ -162,13 +175,43 @@ def _among(column: Any, postgresql: bool, kind: Any = BigInteger) -> ColumnEleme
 _CHUNK = 900  # values per IN on SQLite (its default limit is 999 bound parameters)
 
 
+class _Name(NamedTuple):
+    """A name of an image, as a search's reads give it (`_NAME_ROWS`)."""
+
+    id: int
+    name: str
+    path: str
+    merged_from: str | None
+
+
+_NAME_ROWS = "name_rows"
+
+
+def _name_rows(postgresql: bool) -> Any:
+    """The image's names as one JSON array of [id, name, path, merged_from] (unordered: `_names` sorts them), a
+    column of the image's own row: its names come with it instead of in a second query."""
+    n = NameRow
+    columns = (n.id, n.name, n.path, n.merged_from)
+    agg = (
+        func.json_agg(func.json_build_array(*columns))
+        if postgresql
+        else func.json_group_array(func.json_array(*columns))
+    )
+    return type_coerce(select(agg).where(n.image_id == ImageRow.id).scalar_subquery(), JSON).label(_NAME_ROWS)
+
+
+def _names(row: Any) -> list[_Name]:
+    """The names `_name_rows` read with `row`, in the order they were added."""
+    return sorted((_Name(*n) for n in getattr(row, _NAME_ROWS) or ()), key=lambda n: n.id)
+
+
 @dataclass(frozen=True)
 class _Reads:
-    """The statements a search's reads run, built once per dialect (building one costs more than running it)."""
+    """The statements a search's reads run, built once per dialect (building one costs more than running it).
+    They run on the session's connection: no ORM objects are made from their rows."""
 
     rows: Executable
     rows_with_embedding: Executable
-    names: Executable
     embeddings: Executable
     verdicts: Executable
 
@@ -176,10 +219,10 @@ class _Reads:
     @functools.cache
     def of(postgresql: bool) -> _Reads:
         v = PairVerdictRow
+        row = (*_INFO_COLUMNS, _name_rows(postgresql))
         return _Reads(
-            rows=select(*_INFO_COLUMNS).where(_among(ImageRow.id, postgresql)),
-            rows_with_embedding=select(*_INFO_COLUMNS, ImageRow.embedding).where(_among(ImageRow.id, postgresql)),
-            names=select(*_NAME_COLUMNS).where(_among(NameRow.image_id, postgresql)).order_by(NameRow.id),
+            rows=select(*row).where(_among(ImageRow.id, postgresql)),
+            rows_with_embedding=select(*row, ImageRow.embedding).where(_among(ImageRow.id, postgresql)),
             embeddings=select(ImageRow.id, ImageRow.embedding).where(_among(ImageRow.id, postgresql)),
             verdicts=select(v.sha_a, v.sha_b, v.evidence).where(
                 _among(v.sha_a, postgresql, String), v.version == bindparam("version")
@@ -187,18 +230,10 @@ class _Reads:
         )
 
 
-def _infos(
-    s: Session, ids: Collection[int], postgresql: bool, rows: Sequence[Any] | None = None
-) -> dict[int, ImageInfo]:
-    """The stored images among `ids` (at most `_CHUNK`), by id, read in two queries (rows, then names); given
-    `rows` (of `_INFO_COLUMNS`, read already), only their names are read."""
-    reads = _Reads.of(postgresql)
-    if rows is None:
-        rows = s.execute(reads.rows, {"values": [int(i) for i in ids]}).all()
-    names: dict[int, list[Any]] = {}
-    for name in s.execute(reads.names, {"values": [r.id for r in rows]}) if rows else ():
-        names.setdefault(name.image_id, []).append(name)
-    return {r.id: _info(r, names.get(r.id, [])) for r in rows}
+def _infos(s: Session, ids: Collection[int], postgresql: bool) -> dict[int, ImageInfo]:
+    """The stored images among `ids` (at most `_CHUNK`), by id, with their names, in one query."""
+    rows = s.connection().execute(_Reads.of(postgresql).rows, {"values": [int(i) for i in ids]})
+    return {r.id: _info(r, _names(r)) for r in rows}
 
 
 LIVE: ColumnElement[bool] = ImageRow.trashed_at.is_(None)
@@ -323,6 +358,10 @@ class ImageStore:
         self._insert: Callable[..., Any] = dialect.insert
         self._postgresql = self.engine.dialect.name == "postgresql"
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # A search's reads need no transaction (a hit deleted meanwhile is dropped, not shown): on PostgreSQL
+        # they run in autocommit, without a BEGIN and a COMMIT round trip each. SQLite begins none for a read.
+        reads = self.engine.execution_options(isolation_level="AUTOCOMMIT") if self._postgresql else self.engine
+        self._read_sessions = sessionmaker(reads, expire_on_commit=False)
         self._pinned = threading.local()  # the session `reading` holds, per thread
 
     @contextmanager
@@ -335,13 +374,14 @@ class ImageStore:
 
     @contextmanager
     def reading(self) -> Iterator[None]:
-        """Within the block, this thread's store calls share one session and one transaction: one connection
-        checkout, liveness ping and commit instead of one per call (about 0.7 ms each on PostgreSQL). For a
-        request's reads (a verdict it remembers is written with them, at the end)."""
+        """Within the block, this thread's store calls share one session: one connection checkout and liveness
+        ping instead of one per call (about 0.7 ms each on PostgreSQL), and on PostgreSQL no transaction (each
+        statement commits itself). For a request's reads (a verdict it remembers is written with them, at the
+        end, in one statement)."""
         if self._held() is not None:
             yield
             return
-        with self.session() as session:
+        with self._read_sessions() as session, session.begin():
             self._pinned.session = session
             try:
                 yield
@@ -537,7 +577,8 @@ class ImageStore:
         query = _Reads.of(self._postgresql).verdicts
         with self.session() as s:
             for start in range(0, len(firsts), 500):
-                for a, b, evidence in s.execute(query, {"values": firsts[start : start + 500], "version": version}):
+                values = {"values": firsts[start : start + 500], "version": version}
+                for a, b, evidence in s.connection().execute(query, values):
                     if (a, b) in wanted:
                         found[(a, b)] = evidence
         return found
@@ -566,11 +607,12 @@ class ImageStore:
     def get_with_embedding(self, image_id: int, dim: int) -> tuple[ImageInfo, NDArray[np.float32]] | None:
         """`get` and the image's stored vector (of `dim` numbers), read together: what a search by it needs."""
         with self.session() as s:
-            rows = s.execute(_Reads.of(self._postgresql).rows_with_embedding, {"values": [image_id]}).all()
-            if not rows:
-                return None
-            info = _infos(s, [image_id], self._postgresql, rows)[image_id]
-        vector = np.frombuffer(rows[0].embedding, dtype=np.float32)
+            query = _Reads.of(self._postgresql).rows_with_embedding
+            row = s.connection().execute(query, {"values": [image_id]}).first()
+        if row is None:
+            return None
+        info = _info(row, _names(row))
+        vector = np.frombuffer(row.embedding, dtype=np.float32)
         if vector.shape != (dim,):
             raise ValueError(f"image {image_id}'s stored vector has {vector.size} numbers, not {dim}")
         return info, vector
@@ -659,7 +701,7 @@ class ImageStore:
         with self.session() as s:
             for start in range(0, len(ids), _CHUNK):
                 chunk = [int(i) for i in ids[start : start + _CHUNK]]
-                for image_id, blob in s.execute(query, {"values": chunk}):
+                for image_id, blob in s.connection().execute(query, {"values": chunk}):
                     out[pos.pop(image_id)] = np.frombuffer(blob, dtype=np.float32)
         if pos:
             raise KeyError(f"not stored: {sorted(pos)[:5]}")

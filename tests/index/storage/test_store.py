@@ -397,3 +397,43 @@ def test_calls_within_reading_share_one_connection(store: ImageStore) -> None:
     store.get(image_id)
     store.get(image_id)
     assert len(checkouts) == 3  # outside it, one per call
+
+
+def test_images_read_by_id_carry_the_same_names_as_the_image_rows_read_whole(store: ImageStore) -> None:
+    from sqlalchemy import event
+
+    keep, copy, plain = stored(store, new_image(1, "z.jpg", "/a/z.jpg"), new_image(2, "copy.jpg"), new_image(3))
+    store.add_names([(keep, "a.jpg", "/b/a.jpg"), (keep, "m.jpg", ""), (copy, "copy 2.jpg", "/c/copy 2.jpg")])
+    store.resolve_duplicates(keep, [copy])
+    statements: list[str] = []
+    event.listen(store.engine, "before_cursor_execute", lambda _c, _cur, sql, *_: statements.append(sql))
+    by_id = store.get_many([keep, copy, plain])
+    assert len(statements) == 1  # names come with their rows
+    for info in by_id.values():
+        assert info == store.find_by_sha(info.sha256)  # the ORM row and its names relationship
+    assert by_id[keep].names == ["z.jpg", "a.jpg", "m.jpg"] and by_id[keep].paths == ["/a/z.jpg", "/b/a.jpg"]
+    assert [r.name for r in by_id[keep].replaced] == ["copy.jpg", "copy 2.jpg"]
+
+
+def test_a_search_waiting_between_its_reads_holds_no_transaction_open(store: ImageStore, database_url: str | None) -> None:
+    """On PostgreSQL: a search waiting on the vector server or on a verification is not 'idle in transaction'
+    (which holds back vacuum, and which idle_in_transaction_session_timeout ends)."""
+    if database_url is None:
+        pytest.skip("SQLite reads begin no transaction")
+    from sqlalchemy import create_engine, text
+
+    ((image_id, _),) = store.insert([new_image(1)], "m", "h").values()
+    watcher = create_engine(database_url)
+    try:
+        with store.reading():
+            assert store.get(image_id) is not None
+            held = store._held()
+            assert held is not None
+            backend = held.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            with watcher.connect() as conn:
+                query = text("SELECT state FROM pg_stat_activity WHERE pid = :pid")
+                state = conn.execute(query, {"pid": backend}).scalar_one()
+            assert store.get_many([image_id])[image_id].id == image_id
+        assert state == "idle"
+    finally:
+        watcher.dispose()
