@@ -415,7 +415,9 @@ def test_images_read_by_id_carry_the_same_names_as_the_image_rows_read_whole(sto
     assert [r.name for r in by_id[keep].replaced] == ["copy.jpg", "copy 2.jpg"]
 
 
-def test_a_search_waiting_between_its_reads_holds_no_transaction_open(store: ImageStore, database_url: str | None) -> None:
+def test_a_search_waiting_between_its_reads_holds_no_transaction_open(
+    store: ImageStore, database_url: str | None
+) -> None:
     """On PostgreSQL: a search waiting on the vector server or on a verification is not 'idle in transaction'
     (which holds back vacuum, and which idle_in_transaction_session_timeout ends)."""
     if database_url is None:
