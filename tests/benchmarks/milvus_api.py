@@ -281,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = LocalMilvus(work / "milvus").start()
     admin = create_engine(make_url(postgres), isolation_level="AUTOCOMMIT")
     rows: list[dict[str, Any]] = []
+    databases: list[str] = []  # dropped at the end even when a run fails (at 1M one holds 12 GB)
     try:
         for n in [int(s) for s in args.sizes.split(",")]:
             vectors = Library(n, photos)
@@ -289,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             name = f"imgsim_bench_{uuid.uuid4().hex[:8]}"
             with admin.connect() as conn:
                 conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            databases.append(name)
             database = make_url(postgres).set(database=name).render_as_string(hide_password=False)
             milvus_env = {
                 "IMGSIM_DATABASE_URL": database,
@@ -350,6 +352,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         server.close()
+        with admin.connect() as conn:
+            for name in databases:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
         shutil.rmtree(work, ignore_errors=True)
     header = ["target", "vectors", "fill_s", "index_wait_s", "quiet_wait_s", "get_p50_ms", "get_p95_ms"]
