@@ -6,13 +6,15 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from tests.conftest import REPO_ROOT
 
-PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(\S+)")
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[([^\]]*)\])?==(\S+)")
 # Each lock, and the requirements files whose pins it must hold.
 LOCKS = {
     "requirements-dev.lock": ["requirements-dev.txt"],
@@ -33,7 +35,7 @@ def requirement_pins(path: Path) -> dict[str, str]:
         if line.startswith("-r "):
             found |= requirement_pins(path.parent / line[3:].strip())
         elif match := PIN.match(line):
-            found[canonical(match[1])] = match[2].rstrip(";")
+            found[canonical(match[1])] = match[3].rstrip(";")
     return found
 
 
@@ -46,8 +48,18 @@ def lock_entries(path: Path) -> dict[str, tuple[str, list[str]]]:
             continue
         match = PIN.match(line.strip())
         assert match, f"{path.name}: not a pinned requirement: {line.strip()[:80]}"
-        entries[canonical(match[1])] = (match[2], re.findall(r"--hash=sha256:([0-9a-f]{64})", line))
+        entries[canonical(match[1])] = (match[3], re.findall(r"--hash=sha256:([0-9a-f]{64})", line))
     return entries
+
+
+def locked_extras(path: Path) -> dict[str, set[str]]:
+    """The extras each locked requirement is pinned with (`cachecontrol[filecache]==...`)."""
+    text = path.read_text(encoding="utf-8")
+    return {
+        canonical(match[1]): {canonical(extra.strip()) for extra in (match[2] or "").split(",") if extra.strip()}
+        for line in text.splitlines()
+        if (match := PIN.match(line.strip()))
+    }
 
 
 @pytest.mark.parametrize("lock", sorted(LOCKS))
@@ -70,6 +82,28 @@ def test_each_lock_holds_the_versions_its_requirements_pin(lock: str) -> None:
             if entries.get(name, ("missing",))[0] != version
         }
         assert differing == {}, f"{lock} disagrees with {requirements} (pinned, locked): run .ci/lock"
+
+
+def test_a_dependency_asked_for_with_extras_is_locked_with_them() -> None:
+    # pip under --require-hashes looks a dependency asked for as `name[extra]>=x` up on the index again unless the
+    # lock pins `name[extra]==v`, and refuses the newer release it finds there as unpinned.
+    extras = locked_extras(REPO_ROOT / "requirements-dev.lock")
+    missing = []
+    for name, own_extras in extras.items():
+        try:
+            requires = metadata.distribution(name).requires or []
+        except metadata.PackageNotFoundError:  # locked for another platform or Python
+            continue
+        for requirement in map(Requirement, requires):
+            wanted = {canonical(extra) for extra in requirement.extras}
+            if not wanted or canonical(requirement.name) not in extras:
+                continue
+            marker = requirement.marker
+            if marker and not any(marker.evaluate({"extra": extra}) for extra in own_extras | {""}):
+                continue
+            if not wanted <= extras[canonical(requirement.name)]:
+                missing.append(f"{name} asks for {requirement}")
+    assert missing == [], "run .ci/lock"
 
 
 def test_the_image_lock_holds_the_milvus_client_the_dockerfile_installs() -> None:
