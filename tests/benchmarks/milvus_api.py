@@ -50,7 +50,7 @@ from index.pipeline import ImageSource
 from index.service import ImageIndex
 from index.storage.store import NewImage
 from tests.app.server import running_server
-from tests.benchmarks.scale import machine, print_table
+from tests.benchmarks.scale import machine, print_table, wait_quiet
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -158,24 +158,6 @@ def wait_indexed(uri: str, collection: str) -> float:
             break
         time.sleep(2)
     client.close()
-    return time.perf_counter() - start
-
-
-def wait_quiet(server: LocalMilvus, below: float = 0.15, window_s: float = 10.0, limit_s: float = 1800.0) -> float:
-    """Wait until the server's processes use less than `below` of a core over `window_s` (after a fill it
-    compacts and indexes the compacted segments for minutes, on the cores the searches need); returns seconds."""
-    import psutil
-
-    assert server.pid is not None
-    start = time.perf_counter()
-    launcher = psutil.Process(server.pid)
-    while time.perf_counter() - start < limit_s:
-        tree = [launcher, *launcher.children(recursive=True)]
-        before = sum(sum(p.cpu_times()[:2]) for p in tree)  # user + system
-        time.sleep(window_s)
-        after = sum(sum(p.cpu_times()[:2]) for p in tree if p.is_running())
-        if (after - before) / window_s < below:
-            break
     return time.perf_counter() - start
 
 
