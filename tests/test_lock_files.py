@@ -8,6 +8,7 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from packaging.requirements import Requirement
@@ -39,8 +40,15 @@ def requirement_pins(path: Path) -> dict[str, str]:
     return found
 
 
-def lock_entries(path: Path) -> dict[str, tuple[str, list[str]]]:
-    """Each locked requirement's version and hashes (a requirement continues over lines ending in a backslash)."""
+class Locked(NamedTuple):
+    version: str
+    hashes: list[str]
+    extras: set[str]  # what it is pinned with: `cachecontrol[filecache]==...`
+
+
+def lock_entries(path: Path) -> dict[str, Locked]:
+    """Each locked requirement's version, hashes and extras (a requirement continues over lines ending in a
+    backslash)."""
     text = re.sub(r"\\\n", " ", path.read_text(encoding="utf-8"))
     entries = {}
     for line in text.splitlines():
@@ -48,25 +56,16 @@ def lock_entries(path: Path) -> dict[str, tuple[str, list[str]]]:
             continue
         match = PIN.match(line.strip())
         assert match, f"{path.name}: not a pinned requirement: {line.strip()[:80]}"
-        entries[canonical(match[1])] = (match[3], re.findall(r"--hash=sha256:([0-9a-f]{64})", line))
+        extras = {canonical(extra.strip()) for extra in (match[2] or "").split(",") if extra.strip()}
+        entries[canonical(match[1])] = Locked(match[3], re.findall(r"--hash=sha256:([0-9a-f]{64})", line), extras)
     return entries
-
-
-def locked_extras(path: Path) -> dict[str, set[str]]:
-    """The extras each locked requirement is pinned with (`cachecontrol[filecache]==...`)."""
-    text = path.read_text(encoding="utf-8")
-    return {
-        canonical(match[1]): {canonical(extra.strip()) for extra in (match[2] or "").split(",") if extra.strip()}
-        for line in text.splitlines()
-        if (match := PIN.match(line.strip()))
-    }
 
 
 @pytest.mark.parametrize("lock", sorted(LOCKS))
 def test_every_locked_requirement_is_pinned_with_at_least_one_sha256(lock: str) -> None:
     entries = lock_entries(REPO_ROOT / lock)
     assert len(entries) > 20
-    unhashed = sorted(name for name, (_, hashes) in entries.items() if not hashes)
+    unhashed = sorted(name for name, locked in entries.items() if not locked.hashes)
     assert unhashed == []
 
 
@@ -87,7 +86,7 @@ def test_each_lock_holds_the_versions_its_requirements_pin(lock: str) -> None:
 def test_a_dependency_asked_for_with_extras_is_locked_with_them() -> None:
     # pip under --require-hashes looks a dependency asked for as `name[extra]>=x` up on the index again unless the
     # lock pins `name[extra]==v`, and refuses the newer release it finds there as unpinned.
-    extras = locked_extras(REPO_ROOT / "requirements-dev.lock")
+    extras = {name: locked.extras for name, locked in lock_entries(REPO_ROOT / "requirements-dev.lock").items()}
     missing = []
     for name, own_extras in extras.items():
         try:

@@ -269,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = LocalMilvus(work / "milvus").start()
     admin = create_engine(make_url(postgres), isolation_level="AUTOCOMMIT")
     rows: list[dict[str, Any]] = []
-    databases: list[str] = []  # dropped at the end even when a run fails (at 1M one holds 12 GB)
+    databases: list[str] = []  # not dropped yet: the finally drops them even when a run fails (12 GB at 1M)
     try:
         for n in [int(s) for s in args.sizes.split(",")]:
             vectors = Library(n, photos)
@@ -339,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 shutil.rmtree(folder, ignore_errors=True)
             with admin.connect() as conn:
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            databases.remove(name)  # its disk back before the next size
     finally:
         server.close()
         with admin.connect() as conn:
